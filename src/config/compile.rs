@@ -1,0 +1,731 @@
+//! Checks a parsed resources file and compiles it into the runtime [`Table`].
+//!
+//! Every problem is collected with its field path, so `pylon check` lists them all at once.
+//! Certificates and keys are parsed here, once; node host names are resolved here, once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssl::x509::X509;
+use pingora_core::utils::tls::CertKey;
+
+use super::model::{self, Id, Nodes, Resources, StaticFile};
+use super::Problem;
+use crate::router::{method_bit, HostPattern, Matcher, PathPattern, RouterBuilder};
+use crate::table::{Route, Table};
+use crate::tls::{self, PemError};
+use crate::upstream::balancer::RoundRobin;
+use crate::upstream::peer::{self, PeerTls};
+use crate::upstream::{Node, PassHost, SniSource, Timeouts, Upstream};
+
+/// How many objects of each kind a resources file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Routes (disabled ones included).
+    pub routes: usize,
+    /// Services.
+    pub services: usize,
+    /// Named upstreams (inline ones not counted).
+    pub upstreams: usize,
+    /// SSL objects.
+    pub ssls: usize,
+    /// CA certificate objects.
+    pub ca_certificates: usize,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} routes, {} services, {} upstreams, {} ssls, {} CA certificates",
+            self.routes, self.services, self.upstreams, self.ssls, self.ca_certificates
+        )
+    }
+}
+
+/// A compiled resources file.
+pub struct Compiled {
+    /// The runtime table.
+    pub table: Table,
+    /// Things that load but deserve the operator's attention (expired certificates, a TLS
+    /// upstream with no name to verify, settings not enforced).
+    pub warnings: Vec<Problem>,
+    /// Object counts, for the one-line summary.
+    pub counts: Counts,
+}
+
+/// Checks static-file settings that parse but cannot be served.
+pub fn check_static(s: &StaticFile) -> Vec<Problem> {
+    let g = &s.gateway;
+    let mut problems = Vec::new();
+    if g.listen.is_empty() {
+        problems.push(Problem::new("gateway.listen", "at least one listener is required"));
+    }
+    for (i, addr) in g.listen.iter().enumerate() {
+        if addr.parse::<SocketAddr>().is_err() {
+            problems.push(Problem::new(
+                format!("gateway.listen[{i}]"),
+                format!("{addr:?} is not an address of the form host:port (IPv6 as [::]:9080)"),
+            ));
+        }
+    }
+    if !g.tls_listen.is_empty() {
+        problems.push(Problem::new(
+            "gateway.tls_listen",
+            "HTTPS listeners are not supported yet",
+        ));
+    }
+    if g.metrics_listen.is_some() {
+        problems.push(Problem::new(
+            "gateway.metrics_listen",
+            "the metrics listener is not supported yet",
+        ));
+    }
+    if g.threads == Some(0) {
+        problems.push(Problem::new("gateway.threads", "must be at least 1"));
+    }
+    problems
+}
+
+/// State shared by the compile steps.
+struct Ctx<'a> {
+    base: &'a Path,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
+    /// CA bundles by id; `None` for an object that failed to load (reported at its path).
+    cas: HashMap<String, Option<Vec<X509>>>,
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.problems.push(Problem::new(path, msg));
+    }
+    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push(Problem::new(path, msg));
+    }
+    fn pem(&mut self, path: &str, value: &str) -> Option<tls::PemSource> {
+        match tls::read_pem_field(value, self.base) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+    fn certs(&mut self, path: &str, value: &str) -> Option<Vec<X509>> {
+        let pem = self.pem(path, value)?;
+        match tls::parse_certs(&pem) {
+            Ok(certs) => {
+                for c in &certs {
+                    if let Some(date) = tls::expired(c) {
+                        let subject = tls::subject_string(c);
+                        self.warn(path, format!("certificate {subject} expired on {date}"));
+                    }
+                }
+                Some(certs)
+            }
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+    /// Loads a certificate chain and its key and checks they belong together.
+    fn cert_key(
+        &mut self,
+        (cert_path, cert): (&str, &str),
+        (key_path, key): (&str, &str),
+        passphrase: Option<&str>,
+        passphrase_field: &'static str,
+    ) -> Option<Arc<CertKey>> {
+        let certs = self.certs(cert_path, cert);
+        let key = self.pem(key_path, key).and_then(|pem| {
+            tls::parse_key(&pem, passphrase, passphrase_field)
+                .map_err(|e| self.problem(key_path, e.to_string()))
+                .ok()
+        });
+        let (certs, key) = (certs?, key?);
+        if let Err(e @ PemError::KeyMismatch { .. }) = tls::check_key_matches(&certs[0], &key) {
+            self.problem(key_path, e.to_string());
+            return None;
+        }
+        Some(Arc::new(CertKey::new(certs, key)))
+    }
+}
+
+fn check_unique<'a>(
+    kind: &str,
+    ids: impl Iterator<Item = &'a Id>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, id) in ids.enumerate() {
+        let key = id.to_string();
+        if let Some(first) = seen.get(&key) {
+            problems.push(Problem::new(
+                format!("{kind}[{i}].id"),
+                format!("duplicate id {key:?} (also {kind}[{first}])"),
+            ));
+        } else {
+            seen.insert(key, i);
+        }
+    }
+}
+
+/// Compiles `res`; relative certificate paths are resolved against `base` (the resources
+/// file's folder). Errors: every problem found, with its path.
+pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
+    let mut cx = Ctx {
+        base,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        client_certs: HashMap::new(),
+        cas: HashMap::new(),
+    };
+    check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
+    check_unique("services", res.services.iter().map(|s| &s.id), &mut cx.problems);
+    let upstream_ids = res.upstreams.iter().filter_map(|u| u.id.as_ref());
+    check_unique("upstreams", upstream_ids, &mut cx.problems);
+    check_unique("ssls", res.ssls.iter().map(|s| &s.id), &mut cx.problems);
+    let ca_ids = res.ca_certificates.iter().map(|c| &c.id);
+    check_unique("ca_certificates", ca_ids, &mut cx.problems);
+
+    for (i, ca) in res.ca_certificates.iter().enumerate() {
+        let certs = cx.certs(&format!("ca_certificates[{i}].cert"), &ca.cert);
+        cx.cas.insert(ca.id.to_string(), certs);
+    }
+    for (i, ssl) in res.ssls.iter().enumerate() {
+        compile_ssl(&mut cx, &format!("ssls[{i}]"), ssl);
+    }
+    let mut upstreams: Upstreams = HashMap::new();
+    for (i, u) in res.upstreams.iter().enumerate() {
+        let path = format!("upstreams[{i}]");
+        match &u.id {
+            None => cx.problem(format!("{path}.id"), "required"),
+            Some(id) => {
+                let up = compile_upstream(&mut cx, &path, &id.to_string(), u).map(Arc::new);
+                upstreams.insert(id.to_string(), up);
+            }
+        }
+    }
+    let mut services: HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)> = HashMap::new();
+    for (i, s) in res.services.iter().enumerate() {
+        let path = format!("services[{i}]");
+        check_no_plugins(&mut cx, &path, &s.plugins);
+        let upstream = pick_upstream(
+            &mut cx,
+            &path,
+            s.upstream_id.as_ref(),
+            s.upstream.as_deref(),
+            &upstreams,
+        );
+        let hosts = host_patterns(&mut cx, &format!("{path}.hosts"), s.hosts.iter().flatten());
+        services.insert(s.id.to_string(), (upstream, hosts));
+    }
+    let mut router = RouterBuilder::default();
+    for (i, r) in res.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some((paths, matcher, route)) = compile_route(&mut cx, &path, r, &upstreams, &services)
+        {
+            if r.status != Some(0) {
+                router.add(paths, matcher, Arc::new(route));
+            }
+        }
+    }
+    if !cx.problems.is_empty() {
+        return Err(cx.problems);
+    }
+    Ok(Compiled {
+        table: Table {
+            router: router.build(),
+        },
+        warnings: cx.warnings,
+        counts: Counts {
+            routes: res.routes.len(),
+            services: res.services.len(),
+            upstreams: res.upstreams.len(),
+            ssls: res.ssls.len(),
+            ca_certificates: res.ca_certificates.len(),
+        },
+    })
+}
+
+fn check_no_plugins(
+    cx: &mut Ctx,
+    path: &str,
+    plugins: &Option<std::collections::BTreeMap<String, serde_yaml::Value>>,
+) {
+    if let Some(name) = plugins.as_ref().and_then(|p| p.keys().next()) {
+        cx.problem(
+            format!("{path}.plugins.{name}"),
+            "plugins are not supported",
+        );
+    }
+}
+
+fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
+    let client = match ssl.kind.as_deref() {
+        None | Some("server") => false,
+        Some("client") => true,
+        Some(other) => {
+            cx.problem(
+                format!("{path}.type"),
+                format!("{other:?} is not a type: use server or client"),
+            );
+            return;
+        }
+    };
+    let pass = ssl.key_passphrase.as_deref();
+    let mut pairs: Vec<(String, &str, String, &str)> = Vec::new();
+    match (&ssl.cert, &ssl.key) {
+        (Some(c), Some(k)) => pairs.push((format!("{path}.cert"), c, format!("{path}.key"), k)),
+        (Some(_), None) => cx.problem(format!("{path}.key"), "required with cert"),
+        (None, Some(_)) => cx.problem(format!("{path}.cert"), "required with key"),
+        (None, None) if ssl.certs.is_none() => {
+            cx.problem(format!("{path}.cert"), "required (with key)")
+        }
+        (None, None) => {}
+    }
+    let certs = ssl.certs.as_deref().unwrap_or_default();
+    let keys = ssl.keys.as_deref().unwrap_or_default();
+    if certs.len() != keys.len() {
+        cx.problem(
+            format!("{path}.keys"),
+            format!("{} keys for {} certs: give one key per certificate", keys.len(), certs.len()),
+        );
+    }
+    for (j, (c, k)) in certs.iter().zip(keys).enumerate() {
+        pairs.push((format!("{path}.certs[{j}]"), c, format!("{path}.keys[{j}]"), k));
+    }
+    let mut first = None;
+    for (cp, c, kp, k) in &pairs {
+        let ck = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase");
+        first = first.or(ck);
+    }
+    if client && (ssl.snis.is_some() || ssl.sni.is_some()) {
+        cx.warn(format!("{path}.snis"), "ignored for type: client");
+    }
+    cx.client_certs
+        .insert(ssl.id.to_string(), (client, first.filter(|_| client)));
+}
+
+fn seconds(cx: &mut Ctx, path: &str, value: Option<f64>, default: Duration) -> Duration {
+    match value {
+        None => default,
+        Some(v) if v.is_finite() && v > 0.0 && v < 1e9 => Duration::from_secs_f64(v),
+        Some(v) => {
+            cx.problem(path, format!("{v} is not a positive number of seconds"));
+            default
+        }
+    }
+}
+
+fn timeouts(cx: &mut Ctx, path: &str, t: &model::Timeout, base: Timeouts) -> Timeouts {
+    Timeouts {
+        connect: seconds(cx, &format!("{path}.connect"), t.connect, base.connect),
+        send: seconds(cx, &format!("{path}.send"), t.send, base.send),
+        read: seconds(cx, &format!("{path}.read"), t.read, base.read),
+    }
+}
+
+fn is_ip(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok()
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` (port `None`).
+fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host.to_string(), Some(port.parse().ok()?))),
+        Some(_) => Some((text.to_string(), None)), // bare IPv6
+        None => Some((text.to_string(), None)),
+    }
+}
+
+fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> Option<Upstream> {
+    let before = cx.problems.len();
+    match u.kind.as_deref() {
+        None | Some("roundrobin") => {}
+        Some(t @ ("chash" | "least_conn" | "ewma")) => cx.problem(
+            format!("{path}.type"),
+            format!("{t:?} is not supported yet: use roundrobin"),
+        ),
+        Some(t) => cx.problem(
+            format!("{path}.type"),
+            format!("{t:?} is not a balancer type: use roundrobin, chash, least_conn or ewma"),
+        ),
+    }
+    let tls = match u.scheme.as_deref() {
+        None | Some("http") => false,
+        Some("https") => true,
+        Some(s) => {
+            cx.problem(
+                format!("{path}.scheme"),
+                format!("{s:?} is not supported: use http or https"),
+            );
+            false
+        }
+    };
+    if u.checks.is_some() {
+        cx.problem(format!("{path}.checks"), "health checks are not supported yet");
+    }
+    let pass_host = match (u.pass_host.as_deref(), &u.upstream_host) {
+        (None | Some("pass"), _) => PassHost::Pass,
+        (Some("node"), _) => PassHost::Node,
+        (Some("rewrite"), Some(h)) if !h.is_empty() => PassHost::Rewrite(h.clone()),
+        (Some("rewrite"), _) => {
+            cx.problem(format!("{path}.upstream_host"), "required with pass_host: rewrite");
+            PassHost::Pass
+        }
+        (Some(other), _) => {
+            cx.problem(
+                format!("{path}.pass_host"),
+                format!("{other:?} is not valid: use pass, node or rewrite"),
+            );
+            PassHost::Pass
+        }
+    };
+    let mut t = Timeouts::default();
+    if let Some(tt) = &u.timeout {
+        t = timeouts(cx, &format!("{path}.timeout"), tt, t);
+    }
+    let idle = u.keepalive_pool.and_then(|k| {
+        if k.size.is_some() || k.requests.is_some() {
+            cx.warn(
+                format!("{path}.keepalive_pool"),
+                "size and requests are not enforced per upstream (see gateway.upstream_keepalive_pool_size)",
+            );
+        }
+        k.idle_timeout
+            .map(|v| seconds(cx, &format!("{path}.keepalive_pool.idle_timeout"), Some(v), Duration::ZERO))
+    });
+
+    let (peer_tls, tls_sni) = upstream_tls(cx, path, tls, u.tls.as_ref());
+    let sni_source = match (&tls_sni, &pass_host) {
+        (None, PassHost::Pass) => SniSource::RequestHost,
+        _ => SniSource::Fixed,
+    };
+
+    let nodes: Vec<(String, String, Option<u16>, u32)> = match &u.nodes {
+        Nodes::List(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("{path}.nodes[{i}]"), n.host.clone(), n.port, n.weight))
+            .collect(),
+        Nodes::Map(map) => map
+            .iter()
+            .filter_map(|(key, &w)| match split_host_port(key) {
+                Some((h, p)) => Some((format!("{path}.nodes.{key:?}"), h, p, w)),
+                None => {
+                    cx.problem(format!("{path}.nodes"), format!("{key:?} is not host:port"));
+                    None
+                }
+            })
+            .collect(),
+    };
+    if nodes.is_empty() {
+        cx.problem(format!("{path}.nodes"), "at least one node is required");
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let mut compiled = Vec::new();
+    let mut unnamed = Vec::new();
+    for (npath, host, port, weight) in &nodes {
+        let port = port.unwrap_or(default_port);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = match (bare, port).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                cx.problem(format!("{npath}.host"), format!("{host:?} has no address"));
+                continue;
+            }
+            Err(e) => {
+                cx.problem(format!("{npath}.host"), format!("cannot resolve {host:?}: {e}"));
+                continue;
+            }
+        };
+        let host_part = if bare.contains(':') { format!("[{bare}]") } else { bare.to_string() };
+        let host_header = if port == default_port {
+            host_part.clone()
+        } else {
+            format!("{host_part}:{port}")
+        };
+        let sni = match (&tls_sni, &pass_host) {
+            (Some(s), _) => s.clone(),
+            (None, PassHost::Node) if !is_ip(bare) => bare.to_string(),
+            (None, PassHost::Rewrite(h)) => {
+                let name = crate::router::host_without_port(h);
+                if is_ip(name) { String::new() } else { name.to_string() }
+            }
+            _ => String::new(),
+        };
+        if tls && peer_tls.verify && sni_source == SniSource::Fixed && sni.is_empty() {
+            unnamed.push(format!("{host_part}:{port}"));
+        }
+        let mut p = peer::build(addr, tls.then_some(&peer_tls), &sni, &t);
+        p.options.idle_timeout = idle;
+        compiled.push((*weight, Node {
+            label: format!("{host_part}:{port}"),
+            host_header,
+            peer: p,
+        }));
+    }
+    if !unnamed.is_empty() {
+        cx.warn(
+            format!("{path}.tls.sni"),
+            format!(
+                "no host name to verify for node(s) {}: requests will fail with 502; set tls.sni or upstream_host",
+                unnamed.join(", ")
+            ),
+        );
+    }
+    let weights: Vec<u32> = compiled.iter().map(|(w, _)| *w).collect();
+    let balancer = RoundRobin::new(&weights);
+    if balancer.is_none() && !compiled.is_empty() {
+        cx.problem(format!("{path}.nodes"), "every node has weight 0: no node can be selected");
+    }
+    if cx.problems.len() > before {
+        return None;
+    }
+    Some(Upstream {
+        id: id.to_string(),
+        nodes: compiled.into_iter().map(|(_, n)| n).collect(),
+        balancer: balancer?,
+        pass_host,
+        tls,
+        verify: tls && peer_tls.verify,
+        sni: sni_source,
+        timeouts: t,
+        retries: u.retries.unwrap_or(nodes.len().saturating_sub(1) as u32),
+    })
+}
+
+/// Resolves `tls` into the peer settings and the `tls.sni` override.
+fn upstream_tls(
+    cx: &mut Ctx,
+    path: &str,
+    https: bool,
+    t: Option<&model::UpstreamTls>,
+) -> (PeerTls, Option<String>) {
+    let default = PeerTls {
+        verify: true,
+        ..PeerTls::default()
+    };
+    let Some(t) = t else {
+        return (default, None);
+    };
+    let tp = format!("{path}.tls");
+    if !https {
+        cx.warn(&tp, "ignored: the upstream's scheme is http (set scheme: https)");
+    }
+    let mut out = PeerTls {
+        verify: t.verify.unwrap_or(true),
+        ..PeerTls::default()
+    };
+    match (&t.client_cert_id, &t.client_cert, &t.client_key) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => cx.problem(
+            format!("{tp}.client_cert_id"),
+            "give either client_cert_id or client_cert/client_key, not both",
+        ),
+        (Some(id), None, None) => match cx.client_certs.get(&id.to_string()) {
+            None => cx.problem(format!("{tp}.client_cert_id"), format!("no ssl with id {:?}", id.to_string())),
+            Some((false, _)) => cx.problem(
+                format!("{tp}.client_cert_id"),
+                format!("ssl {:?} has type server; a client certificate needs type: client", id.to_string()),
+            ),
+            // A broken ssl object was reported at its own path.
+            Some((true, ck)) => out.client_cert = ck.clone(),
+        },
+        (None, Some(c), Some(k)) => {
+            out.client_cert = cx.cert_key(
+                (&format!("{tp}.client_cert"), c),
+                (&format!("{tp}.client_key"), k),
+                t.client_key_passphrase.as_deref(),
+                "client_key_passphrase",
+            )
+        }
+        (None, Some(_), None) => cx.problem(format!("{tp}.client_key"), "required with client_cert"),
+        (None, None, Some(_)) => cx.problem(format!("{tp}.client_cert"), "required with client_key"),
+        (None, None, None) => {}
+    }
+    let mut bundle: Vec<X509> = Vec::new();
+    let mut any_ca = false;
+    if let Some(id) = &t.ca_certificate_id {
+        any_ca = true;
+        match cx.cas.get(&id.to_string()) {
+            Some(Some(certs)) => bundle.extend(certs.iter().cloned()),
+            Some(None) => {} // reported at the CA certificate's own path
+            None => cx.problem(
+                format!("{tp}.ca_certificate_id"),
+                format!("no ca_certificate with id {:?}", id.to_string()),
+            ),
+        }
+    }
+    for (i, pem) in t.ca_certs.iter().flatten().enumerate() {
+        any_ca = true;
+        if let Some(certs) = cx.certs(&format!("{tp}.ca_certs[{i}]"), pem) {
+            bundle.extend(certs);
+        }
+    }
+    if any_ca && !bundle.is_empty() {
+        out.ca = Some(Arc::new(bundle.into_boxed_slice()));
+    }
+    if !out.verify && any_ca {
+        cx.warn(format!("{tp}.verify"), "false: the CA bundle is not used");
+    }
+    let sni = t.sni.as_ref().and_then(|s| {
+        if is_ip(s) {
+            cx.problem(format!("{tp}.sni"), format!("{s:?} is an IP address; SNI must be a host name"));
+            None
+        } else if s.is_empty() {
+            None
+        } else {
+            Some(s.clone())
+        }
+    });
+    (out, sni)
+}
+
+fn pick_upstream(
+    cx: &mut Ctx,
+    path: &str,
+    id: Option<&Id>,
+    inline: Option<&model::Upstream>,
+    upstreams: &Upstreams,
+) -> Option<Arc<Upstream>> {
+    match (id, inline) {
+        (Some(_), Some(_)) => {
+            cx.problem(format!("{path}.upstream"), "give either upstream_id or upstream, not both");
+            None
+        }
+        (Some(id), None) => match upstreams.get(&id.to_string()) {
+            Some(found) => found.clone(), // None: reported at the upstream's own path
+            None => {
+                cx.problem(format!("{path}.upstream_id"), format!("no upstream with id {:?}", id.to_string()));
+                None
+            }
+        },
+        (None, Some(u)) => {
+            let up_path = format!("{path}.upstream");
+            let id = u.id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| up_path.clone());
+            compile_upstream(cx, &up_path, &id, u).map(Arc::new)
+        }
+        (None, None) => None,
+    }
+}
+
+fn host_patterns<'a>(
+    cx: &mut Ctx,
+    path: &str,
+    hosts: impl Iterator<Item = &'a String>,
+) -> Vec<HostPattern> {
+    hosts
+        .enumerate()
+        .filter_map(|(i, h)| {
+            HostPattern::parse(h)
+                .map_err(|e| cx.problem(format!("{path}[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}
+
+/// Named upstreams by id; `None` for one that failed to compile (reported at its path).
+type Upstreams = HashMap<String, Option<Arc<Upstream>>>;
+
+type RouteParts = (Vec<PathPattern>, Matcher, Route);
+
+fn compile_route(
+    cx: &mut Ctx,
+    path: &str,
+    r: &model::Route,
+    upstreams: &Upstreams,
+    services: &HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)>,
+) -> Option<RouteParts> {
+    let before = cx.problems.len();
+    check_no_plugins(cx, path, &r.plugins);
+    if let Some(s) = r.status.filter(|s| *s > 1) {
+        cx.problem(format!("{path}.status"), format!("{s} is not valid: use 1 (enabled) or 0 (disabled)"));
+    }
+    let mut paths = Vec::new();
+    match (&r.uri, &r.uris) {
+        (Some(_), Some(_)) => cx.problem(format!("{path}.uris"), "give either uri or uris, not both"),
+        (None, None) => cx.problem(format!("{path}.uri"), "required (or uris)"),
+        (Some(u), None) => match PathPattern::parse(u) {
+            Ok(p) => paths.push(p),
+            Err(e) => cx.problem(format!("{path}.uri"), e),
+        },
+        (None, Some(list)) => {
+            if list.is_empty() {
+                cx.problem(format!("{path}.uris"), "must not be empty");
+            }
+            for (i, u) in list.iter().enumerate() {
+                match PathPattern::parse(u) {
+                    Ok(p) => paths.push(p),
+                    Err(e) => cx.problem(format!("{path}.uris[{i}]"), e),
+                }
+            }
+        }
+    }
+    let mut methods = 0u16;
+    for (i, m) in r.methods.iter().flatten().enumerate() {
+        match method_bit(m) {
+            Some(bit) => methods |= bit,
+            None => cx.problem(format!("{path}.methods[{i}]"), format!("{m:?} is not an HTTP method (upper case, e.g. GET)")),
+        }
+    }
+    if r.host.is_some() && r.hosts.is_some() {
+        cx.problem(format!("{path}.hosts"), "give either host or hosts, not both");
+    }
+    let hosts_path = format!("{path}.{}", if r.host.is_some() { "host" } else { "hosts" });
+    let mut hosts = host_patterns(cx, &hosts_path, r.host.iter().chain(r.hosts.iter().flatten()));
+
+    let mut service_upstream = None;
+    if let Some(sid) = &r.service_id {
+        match services.get(&sid.to_string()) {
+            Some((up, service_hosts)) => {
+                service_upstream = up.clone();
+                if hosts.is_empty() {
+                    hosts = service_hosts.clone();
+                }
+            }
+            None => cx.problem(format!("{path}.service_id"), format!("no service with id {:?}", sid.to_string())),
+        }
+    }
+    let own = pick_upstream(cx, path, r.upstream_id.as_ref(), r.upstream.as_deref(), upstreams);
+    let upstream = own.or(service_upstream);
+    if upstream.is_none() && cx.problems.len() == before {
+        cx.problem(path, "no upstream: set upstream_id, upstream, or a service_id whose service has one");
+    }
+    let route_timeouts = r.timeout.as_ref().map(|t| {
+        let base = upstream.as_ref().map(|u| u.timeouts).unwrap_or_default();
+        timeouts(cx, &format!("{path}.timeout"), t, base)
+    });
+    if cx.problems.len() > before {
+        return None;
+    }
+    let matcher = Matcher {
+        hosts,
+        methods,
+        priority: r.priority,
+    };
+    let route = Route {
+        id: r.id.to_string(),
+        upstream: upstream?,
+        timeouts: route_timeouts,
+    };
+    Some((paths, matcher, route))
+}

@@ -1,0 +1,405 @@
+//! Raw serde model of the two config files, field for field as written by operators.
+//!
+//! The static file is Pylon's own; the resources file follows Apache APISIX's standalone
+//! `apisix.yaml` (field names and defaults from APISIX's `schema_def.lua`), extended with
+//! `ca_certificates` and the upstream `tls` fields of `shared/design/config-model.md`.
+//! Unknown fields are errors. Nothing here is checked beyond its shape: cross references,
+//! certificates and value ranges are checked when compiling (see [`super::compile`]).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// An object id: APISIX accepts strings and integers; both are kept as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// `id: hello`
+    Text(String),
+    /// `id: 1`
+    Number(i64),
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Text(s) => f.write_str(s),
+            Id::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The static file (`conf/pylon.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFile {
+    /// Process and listener settings.
+    #[serde(default)]
+    pub gateway: Gateway,
+    /// Path of the resources file, relative to the static file's folder.
+    #[serde(default = "default_resources")]
+    pub resources: String,
+}
+
+fn default_resources() -> String {
+    "resources.yaml".into()
+}
+
+/// `gateway:` — what needs a restart or graceful upgrade to change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    /// Plain HTTP listeners, `host:port`.
+    pub listen: Vec<String>,
+    /// HTTPS listeners (not served yet).
+    pub tls_listen: Vec<String>,
+    /// Certificate name for clients without SNI (APISIX `fallback_sni`; HTTPS listeners).
+    pub fallback_sni: Option<String>,
+    /// Worker threads per service; `None` = number of CPUs.
+    pub threads: Option<usize>,
+    /// Let idle worker threads steal tasks (Pingora `work_stealing`).
+    pub work_stealing: bool,
+    /// Pid file written in daemon mode.
+    pub pid_file: String,
+    /// Unix socket through which `pylon run -u` takes over listeners.
+    pub upgrade_sock: String,
+    /// Detach into the background.
+    pub daemon: bool,
+    /// Error log file; `None` = stderr.
+    pub error_log: Option<String>,
+    /// Seconds to drain on graceful shutdown (Pingora `graceful_shutdown_timeout_seconds`).
+    pub graceful_shutdown_timeout: Option<u64>,
+    /// Access log settings.
+    pub access_log: AccessLog,
+    /// Idle upstream connections kept for reuse over all upstreams (Pingora's pool size).
+    pub upstream_keepalive_pool_size: usize,
+    /// Prometheus listener (not served yet).
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            listen: vec!["0.0.0.0:9080".into()],
+            tls_listen: vec![],
+            fallback_sni: None,
+            threads: None,
+            work_stealing: true,
+            pid_file: "/tmp/pylon.pid".into(),
+            upgrade_sock: "/tmp/pylon_upgrade.sock".into(),
+            daemon: false,
+            error_log: None,
+            graceful_shutdown_timeout: None,
+            access_log: AccessLog::default(),
+            upstream_keepalive_pool_size: 512,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// `gateway.access_log`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// File path; `None` = stdout.
+    pub path: Option<String>,
+    /// Whether to write one line per request.
+    pub enabled: bool,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            path: None,
+            enabled: true,
+        }
+    }
+}
+
+/// The resources file (`conf/resources.yaml`), APISIX standalone format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    /// `routes:`
+    pub routes: Vec<Route>,
+    /// `services:`
+    pub services: Vec<Service>,
+    /// `upstreams:`
+    pub upstreams: Vec<Upstream>,
+    /// `ssls:` (APISIX SSL objects; `type: client` ones serve upstream mTLS).
+    pub ssls: Vec<Ssl>,
+    /// `ca_certificates:` (API7's CA certificate objects).
+    pub ca_certificates: Vec<CaCertificate>,
+}
+
+/// `timeout: { connect, send, read }`, each in seconds (APISIX `timeout_def`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeout {
+    /// Seconds to establish the TCP connection (and TLS handshake).
+    pub connect: Option<f64>,
+    /// Seconds allowed for each write to the upstream.
+    pub send: Option<f64>,
+    /// Seconds allowed for each read from the upstream.
+    pub read: Option<f64>,
+}
+
+/// A route (APISIX `route` schema).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique among routes.
+    pub id: Id,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// One path: exact, or a prefix when it ends in `*` (`/api/*`).
+    pub uri: Option<String>,
+    /// Several paths, as `uri`.
+    pub uris: Option<Vec<String>>,
+    /// HTTP methods; absent = all.
+    pub methods: Option<Vec<String>>,
+    /// One host (as `hosts`).
+    pub host: Option<String>,
+    /// Host names; `*.example.com` matches any subdomain.
+    pub hosts: Option<Vec<String>>,
+    /// Higher wins among equally specific matches. Default 0.
+    #[serde(default)]
+    pub priority: i64,
+    /// A service to take the upstream (and hosts) from.
+    pub service_id: Option<Id>,
+    /// An upstream by id (wins over the service's).
+    pub upstream_id: Option<Id>,
+    /// An inline upstream (wins over the service's).
+    pub upstream: Option<Box<Upstream>>,
+    /// Overrides the upstream's timeouts.
+    pub timeout: Option<Timeout>,
+    /// 1 = enabled (default), 0 = disabled.
+    pub status: Option<u8>,
+    /// APISIX plugins: none are supported; an empty map is accepted.
+    pub plugins: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// Accepted for APISIX compatibility; WebSocket upgrades pass through.
+    pub enable_websocket: Option<bool>,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// A service (APISIX `service` schema).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique among services.
+    pub id: Id,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// An upstream by id.
+    pub upstream_id: Option<Id>,
+    /// An inline upstream.
+    pub upstream: Option<Box<Upstream>>,
+    /// Hosts for routes that set none.
+    pub hosts: Option<Vec<String>>,
+    /// APISIX plugins: none are supported; an empty map is accepted.
+    pub plugins: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// Accepted for APISIX compatibility.
+    pub enable_websocket: Option<bool>,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// An upstream (APISIX `upstream` schema, plus Pylon's `tls` fields).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Unique among upstreams; optional for inline upstreams.
+    pub id: Option<Id>,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Balancer: `roundrobin` (default), `chash`, `least_conn`, `ewma`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// chash: `vars` | `header` | `cookie`.
+    pub hash_on: Option<String>,
+    /// chash: the key.
+    pub key: Option<String>,
+    /// `http` (default) | `https`.
+    pub scheme: Option<String>,
+    /// The nodes, list or `{"host:port": weight}` map form.
+    pub nodes: Nodes,
+    /// `pass` (default) | `node` | `rewrite`.
+    pub pass_host: Option<String>,
+    /// Host sent upstream with `pass_host: rewrite`.
+    pub upstream_host: Option<String>,
+    /// Timeouts in seconds.
+    pub timeout: Option<Timeout>,
+    /// Further tries after a failed connection.
+    pub retries: Option<u32>,
+    /// Seconds for all retries; 0 = no limit.
+    pub retry_timeout: Option<f64>,
+    /// Upstream connection reuse.
+    pub keepalive_pool: Option<KeepalivePool>,
+    /// Health checks (APISIX schema; not supported yet).
+    pub checks: Option<serde_yaml::Value>,
+    /// Upstream TLS.
+    pub tls: Option<UpstreamTls>,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// `nodes:` in either of APISIX's two forms. A sequence is read as the list form and a
+/// mapping as the map form, so errors inside either keep their exact path.
+#[derive(Debug, Clone)]
+pub enum Nodes {
+    /// `[{host, port, weight}, …]`
+    List(Vec<Node>),
+    /// `{"host:port": weight, …}`
+    Map(indexmap::IndexMap<String, u32>),
+}
+
+/// One node of the list form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// IP address or host name (resolved at load).
+    pub host: String,
+    /// Port; default 80 for http, 443 for https.
+    pub port: Option<u16>,
+    /// Relative share of requests; 0 = never selected.
+    pub weight: u32,
+    /// APISIX node priority (accepted; all nodes are used).
+    pub priority: Option<i64>,
+    /// Free metadata.
+    pub metadata: Option<serde_yaml::Value>,
+}
+
+/// `keepalive_pool: { size, idle_timeout, requests }` (APISIX).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepalivePool {
+    /// Idle connections kept (Pingora keeps one pool for all upstreams: see `gateway`).
+    pub size: Option<u32>,
+    /// Seconds an idle connection is kept.
+    pub idle_timeout: Option<f64>,
+    /// Requests per connection (not enforced yet).
+    pub requests: Option<u32>,
+}
+
+/// `upstreams[].tls`: the client certificate, the trusted CAs, SNI and verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// An `ssls` entry of `type: client`.
+    pub client_cert_id: Option<Id>,
+    /// Inline client certificate (PEM or path); needs `client_key`.
+    pub client_cert: Option<String>,
+    /// Inline client key (PEM or path).
+    pub client_key: Option<String>,
+    /// Passphrase of an encrypted `client_key`.
+    pub client_key_passphrase: Option<String>,
+    /// A `ca_certificates` entry.
+    pub ca_certificate_id: Option<Id>,
+    /// Inline CA bundles (PEM or paths).
+    pub ca_certs: Option<Vec<String>>,
+    /// Verify the upstream's certificate and host name. Default true (APISIX: false).
+    pub verify: Option<bool>,
+    /// SNI (and verified name) override.
+    pub sni: Option<String>,
+}
+
+/// An SSL object (APISIX `ssl` schema).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssl {
+    /// Unique among ssls.
+    pub id: Id,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `server` (default) or `client`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Certificate chain, PEM or path; leaf first.
+    pub cert: Option<String>,
+    /// Private key, PEM or path.
+    pub key: Option<String>,
+    /// Passphrase of an encrypted `key`.
+    pub key_passphrase: Option<String>,
+    /// Further certificates (e.g. ECDSA beside RSA).
+    pub certs: Option<Vec<String>>,
+    /// Keys for `certs`, in the same order.
+    pub keys: Option<Vec<String>>,
+    /// Server names (server type).
+    pub snis: Option<Vec<String>>,
+    /// One server name (server type).
+    pub sni: Option<String>,
+    /// Downstream mTLS settings (server type).
+    pub client: Option<serde_yaml::Value>,
+    /// TLS versions (server type).
+    pub ssl_protocols: Option<Vec<String>>,
+    /// 1 = enabled (default), 0 = disabled.
+    pub status: Option<u8>,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// A CA certificate object: one PEM certificate or a bundle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaCertificate {
+    /// Unique among CA certificates.
+    pub id: Id,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// PEM text or path.
+    pub cert: String,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for Nodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NodesVisitor;
+        impl<'de> serde::de::Visitor<'de> for NodesVisitor {
+            type Value = Nodes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of {host, port, weight} or a map of \"host:port\": weight")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Nodes, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Nodes::List)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Nodes, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Nodes::Map)
+            }
+        }
+        d.deserialize_any(NodesVisitor)
+    }
+}

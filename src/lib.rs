@@ -1,0 +1,15 @@
+//! Pylon: an API gateway on Pingora whose upstream traffic can be mutually authenticated.
+//!
+//! Config flows one way: files → [`config`] (parse, validate with field paths, compile) →
+//! an immutable [`table::Table`] behind an atomic pointer → [`proxy::Gateway`], which serves
+//! every request from the table it loaded at the start of that request.
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
+
+pub mod certs;
+pub mod config;
+pub mod proxy;
+pub mod router;
+pub mod table;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,34 @@
+//! The immutable runtime table: what a request reads. Built by
+//! [`config::compile`](crate::config::compile()), swapped whole, never changed in place.
+
+use std::sync::Arc;
+
+use crate::router::Router;
+use crate::upstream::{Timeouts, Upstream};
+
+/// A compiled route: its id and the upstream it proxies to.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's `id`.
+    pub id: String,
+    /// Where requests go (from the route, or its service).
+    pub upstream: Arc<Upstream>,
+    /// The route's own `timeout`, replacing the upstream's when set.
+    pub timeouts: Option<Timeouts>,
+}
+
+/// Everything the proxy needs for one configuration version.
+#[derive(Debug)]
+pub struct Table {
+    /// Host + method + path → route.
+    pub router: Router<Arc<Route>>,
+}
+
+impl Table {
+    /// A table with no routes: every request gets 404.
+    pub fn empty() -> Self {
+        Table {
+            router: crate::router::RouterBuilder::default().build(),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! PEM loading for certificates, private keys and CA bundles.
+//!
+//! Every PEM-valued config field (`ssls[].cert`, `upstreams[].tls.ca_certs[]`, …) holds either
+//! PEM text (it starts with `-----BEGIN`) or a path to a PEM file, relative to the folder of
+//! the file that names it. Everything here runs at config load; the request path only ever
+//! sees the parsed [`X509`] and [`PKey`] values.
+
+use std::path::{Path, PathBuf};
+
+use openssl::asn1::Asn1Time;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use thiserror::Error;
+
+/// Why a PEM field could not be turned into certificates or a key. The messages are meant to
+/// be shown after the field's path (`ssls[0].key: …`).
+#[derive(Debug, Error)]
+pub enum PemError {
+    /// The field named a file that could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The resolved path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text holds no certificate, or one that does not parse.
+    #[error("not a valid PEM certificate{}: {detail}", from_file(.path))]
+    BadCert {
+        /// The file, when the field was a path.
+        path: Option<PathBuf>,
+        /// OpenSSL's reason.
+        detail: String,
+    },
+    /// The key is encrypted and no passphrase was configured.
+    #[error("private key{} is encrypted: a passphrase is required (set {passphrase_field})", from_file(.path))]
+    PassphraseRequired {
+        /// The file, when the field was a path.
+        path: Option<PathBuf>,
+        /// The config field that would hold the passphrase.
+        passphrase_field: &'static str,
+    },
+    /// The key does not parse (or the passphrase is wrong).
+    #[error("not a valid PEM private key{}: {detail}", from_file(.path))]
+    BadKey {
+        /// The file, when the field was a path.
+        path: Option<PathBuf>,
+        /// OpenSSL's reason.
+        detail: String,
+    },
+    /// The private key does not belong to the leaf certificate.
+    #[error("private key does not match certificate (subject {subject})")]
+    KeyMismatch {
+        /// The leaf certificate's subject, e.g. `CN=client`.
+        subject: String,
+    },
+}
+
+fn from_file(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" in {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// PEM text together with the file it came from (`None` when the field held PEM inline).
+#[derive(Debug, Clone)]
+pub struct PemSource {
+    /// The PEM bytes.
+    pub text: Vec<u8>,
+    /// The file the text was read from, if any.
+    pub path: Option<PathBuf>,
+}
+
+/// Reads a PEM-valued field: inline PEM text is taken as is, anything else is a path resolved
+/// against `base` (the folder of the config file that holds the field).
+///
+/// Errors: [`PemError::Read`] when the file cannot be read.
+pub fn read_pem_field(value: &str, base: &Path) -> Result<PemSource, PemError> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(PemSource {
+            text: value.as_bytes().to_vec(),
+            path: None,
+        });
+    }
+    let path = base.join(value.trim());
+    match std::fs::read(&path) {
+        Ok(text) => Ok(PemSource {
+            text,
+            path: Some(path),
+        }),
+        Err(source) => Err(PemError::Read { path, source }),
+    }
+}
+
+/// Parses every certificate in `pem` (leaf first, then the chain, as in the file).
+///
+/// Errors: [`PemError::BadCert`] when there is none or one does not parse.
+pub fn parse_certs(pem: &PemSource) -> Result<Vec<X509>, PemError> {
+    let bad = |detail: String| PemError::BadCert {
+        path: pem.path.clone(),
+        detail,
+    };
+    let certs = X509::stack_from_pem(&pem.text).map_err(|e| bad(openssl_reason(&e)))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}
+
+/// Parses a private key, decrypting it with `passphrase` when given.
+///
+/// `passphrase_field` names the config field to mention when an encrypted key has no
+/// passphrase (e.g. `key_passphrase`). Errors: [`PemError::PassphraseRequired`],
+/// [`PemError::BadKey`].
+pub fn parse_key(
+    pem: &PemSource,
+    passphrase: Option<&str>,
+    passphrase_field: &'static str,
+) -> Result<PKey<Private>, PemError> {
+    let text = String::from_utf8_lossy(&pem.text);
+    let encrypted = text.contains("ENCRYPTED");
+    let result = match passphrase {
+        Some(pass) => PKey::private_key_from_pem_passphrase(&pem.text, pass.as_bytes()),
+        None if encrypted => {
+            return Err(PemError::PassphraseRequired {
+                path: pem.path.clone(),
+                passphrase_field,
+            })
+        }
+        // An empty callback makes OpenSSL fail instead of prompting on the terminal.
+        None => PKey::private_key_from_pem_callback(&pem.text, |_| Ok(0)),
+    };
+    result.map_err(|e| PemError::BadKey {
+        path: pem.path.clone(),
+        detail: openssl_reason(&e),
+    })
+}
+
+/// Checks that `key` is the private key of `leaf`.
+///
+/// Errors: [`PemError::KeyMismatch`] naming the certificate's subject.
+pub fn check_key_matches(leaf: &X509, key: &PKey<Private>) -> Result<(), PemError> {
+    let matches = leaf
+        .public_key()
+        .map(|public| public.public_eq(key))
+        .unwrap_or(false);
+    if matches {
+        Ok(())
+    } else {
+        Err(PemError::KeyMismatch {
+            subject: subject_string(leaf),
+        })
+    }
+}
+
+/// The certificate's subject as `CN=client, O=…` (one-line, RFC 4514-like order).
+pub fn subject_string(cert: &X509) -> String {
+    cert.subject_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `Some(not_after)` as text when `cert` has expired (its notAfter is in the past).
+pub fn expired(cert: &X509) -> Option<String> {
+    let now = Asn1Time::days_from_now(0).ok()?;
+    (cert.not_after() < now).then(|| cert.not_after().to_string())
+}
+
+/// SHA-256 of the certificate's DER encoding: a stable identity for connection-pool keys.
+pub fn fingerprint(cert: &X509) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(digest) = cert.digest(openssl::hash::MessageDigest::sha256()) {
+        out.copy_from_slice(&digest);
+    }
+    out
+}
+
+fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
+    let reasons: Vec<String> = e
+        .errors()
+        .iter()
+        .filter_map(|e| e.reason().map(str::to_string))
+        .collect();
+    if reasons.is_empty() {
+        "unparsable PEM".into()
+    } else {
+        reasons.join("; ")
+    }
+}
