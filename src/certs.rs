@@ -102,7 +102,11 @@ pub fn init(opts: &InitOptions) -> Result<Vec<PathBuf>, CertsError> {
     let client = issue(&ca, &opts.client_name, Role::Client, opts.days)?;
     for (i, issued) in [&ca, &server, &client].into_iter().enumerate() {
         write_file(&paths[2 * i], &issued.cert.to_pem()?, 0o644)?;
-        write_file(&paths[2 * i + 1], &issued.key.private_key_to_pem_pkcs8()?, 0o600)?;
+        write_file(
+            &paths[2 * i + 1],
+            &issued.key.private_key_to_pem_pkcs8()?,
+            0o600,
+        )?;
     }
     Ok(paths)
 }
@@ -123,7 +127,13 @@ pub fn make_ca(cn: &str, days: u32) -> Result<Issued, CertsError> {
     let issuer = name(cn)?;
     b.set_issuer_name(&issuer)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     b.sign(&key, MessageDigest::sha256())?;

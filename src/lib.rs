@@ -4,6 +4,7 @@
 //! an immutable [`table::Table`] behind an atomic pointer → [`proxy::Gateway`], which serves
 //! every request from the table it loaded at the start of that request.
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod certs;

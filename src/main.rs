@@ -199,8 +199,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     server.bootstrap();
 
     let table = Arc::new(ArcSwap::from_pointee(loaded.compiled.table));
-    let mut service =
-        pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(table));
+    let mut service = pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(table));
     for addr in &g.listen {
         service.add_tcp(addr);
         info!("listening on http://{addr}");

@@ -53,7 +53,20 @@ pub struct RequestCtx {
     node: Option<usize>,
     /// Connection attempts made so far.
     tries: u32,
+    /// Whether the current upstream connection was reused from the pool (`None` before one
+    /// is established).
+    reused: Option<bool>,
+    /// Whether the upstream's response header arrived.
+    responded: bool,
 }
+
+/// Added to the error line when a fresh TLS connection dies before any response. With TLS
+/// 1.3 the server checks the client certificate after the client's handshake has finished,
+/// so a rejection arrives as an alert that often loses the race with the request write and
+/// shows only as a closed connection.
+const CLOSED_AFTER_HANDSHAKE: &str = "the upstream closed the connection right after the TLS \
+     handshake, before responding: with TLS 1.3 this is how a rejected or missing client \
+     certificate shows (check tls.client_cert_id and the CA the upstream trusts)";
 
 /// The client's host name: the Host header (or the URI's authority, for HTTP/2), without port.
 fn request_host(session: &Session) -> &str {
@@ -204,6 +217,29 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.reused = Some(reused);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.responded = true;
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -213,15 +249,29 @@ impl ProxyHttp for Gateway {
         let code = status_for(e);
         if code > 0 {
             if let Some(route) = &ctx.route {
+                let closed_early = route.upstream.tls
+                    && ctx.reused == Some(false)
+                    && !ctx.responded
+                    && e.esource() == &pingora_core::ErrorSource::Upstream
+                    && matches!(
+                        e.etype(),
+                        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                    );
+                let hint = if closed_early {
+                    CLOSED_AFTER_HANDSHAKE
+                } else {
+                    ""
+                };
                 error!(
-                    "{} {} -> {}: route {} upstream {} node {}: {}",
+                    "{} {} -> {}: route {} upstream {} node {}: {}{}{hint}",
                     session.req_header().method,
                     session.req_header().uri,
                     code,
                     route.id,
                     route.upstream.id,
                     node_label(ctx),
-                    e
+                    e,
+                    if closed_early { "; " } else { "" },
                 );
             }
             if let Err(write_err) = session.respond_error(code).await {

@@ -18,10 +18,7 @@ const METHODS: [&str; 10] = [
 
 /// The bit of a method name (upper case), or `None` for a method routes cannot name.
 pub fn method_bit(method: &str) -> Option<u16> {
-    METHODS
-        .iter()
-        .position(|m| *m == method)
-        .map(|i| 1u16 << i)
+    METHODS.iter().position(|m| *m == method).map(|i| 1u16 << i)
 }
 
 /// A host pattern: `api.example.com` (exact) or `*.example.com` (any name ending in
@@ -79,8 +76,8 @@ pub struct Matcher {
 
 impl Matcher {
     fn matches(&self, host: &str, method: &str) -> bool {
-        let method_ok = self.methods == 0
-            || method_bit(method).is_some_and(|bit| self.methods & bit != 0);
+        let method_ok =
+            self.methods == 0 || method_bit(method).is_some_and(|bit| self.methods & bit != 0);
         method_ok && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
     }
 }
@@ -229,8 +226,14 @@ mod tests {
 
     fn matcher(hosts: &[&str], methods: &[&str], priority: i64) -> Matcher {
         Matcher {
-            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
-            methods: methods.iter().map(|m| method_bit(m).unwrap()).fold(0, |a, b| a | b),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            methods: methods
+                .iter()
+                .map(|m| method_bit(m).unwrap())
+                .fold(0, |a, b| a | b),
             priority,
         }
     }
@@ -278,7 +281,10 @@ mod tests {
             ("/p", matcher(&[], &[], 5)),
         ]);
         assert_eq!(r.find("a.com", "GET", "/p"), Some(&2));
-        let r = router(&[("/p", matcher(&[], &[], 0)), ("/p", matcher(&["a.com"], &[], 0))]);
+        let r = router(&[
+            ("/p", matcher(&[], &[], 0)),
+            ("/p", matcher(&["a.com"], &[], 0)),
+        ]);
         assert_eq!(r.find("a.com", "GET", "/p"), Some(&1));
         assert_eq!(r.find("b.com", "GET", "/p"), Some(&0));
     }

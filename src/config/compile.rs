@@ -62,7 +62,10 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     let g = &s.gateway;
     let mut problems = Vec::new();
     if g.listen.is_empty() {
-        problems.push(Problem::new("gateway.listen", "at least one listener is required"));
+        problems.push(Problem::new(
+            "gateway.listen",
+            "at least one listener is required",
+        ));
     }
     for (i, addr) in g.listen.iter().enumerate() {
         if addr.parse::<SocketAddr>().is_err() {
@@ -157,11 +160,7 @@ impl Ctx<'_> {
     }
 }
 
-fn check_unique<'a>(
-    kind: &str,
-    ids: impl Iterator<Item = &'a Id>,
-    problems: &mut Vec<Problem>,
-) {
+fn check_unique<'a>(kind: &str, ids: impl Iterator<Item = &'a Id>, problems: &mut Vec<Problem>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, id) in ids.enumerate() {
         let key = id.to_string();
@@ -187,7 +186,11 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         cas: HashMap::new(),
     };
     check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
-    check_unique("services", res.services.iter().map(|s| &s.id), &mut cx.problems);
+    check_unique(
+        "services",
+        res.services.iter().map(|s| &s.id),
+        &mut cx.problems,
+    );
     let upstream_ids = res.upstreams.iter().filter_map(|u| u.id.as_ref());
     check_unique("upstreams", upstream_ids, &mut cx.problems);
     check_unique("ssls", res.ssls.iter().map(|s| &s.id), &mut cx.problems);
@@ -229,7 +232,8 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
     let mut router = RouterBuilder::default();
     for (i, r) in res.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some((paths, matcher, route)) = compile_route(&mut cx, &path, r, &upstreams, &services)
+        if let Some((paths, matcher, route)) =
+            compile_route(&mut cx, &path, r, &upstreams, &services)
         {
             if r.status != Some(0) {
                 router.add(paths, matcher, Arc::new(route));
@@ -295,11 +299,20 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
     if certs.len() != keys.len() {
         cx.problem(
             format!("{path}.keys"),
-            format!("{} keys for {} certs: give one key per certificate", keys.len(), certs.len()),
+            format!(
+                "{} keys for {} certs: give one key per certificate",
+                keys.len(),
+                certs.len()
+            ),
         );
     }
     for (j, (c, k)) in certs.iter().zip(keys).enumerate() {
-        pairs.push((format!("{path}.certs[{j}]"), c, format!("{path}.keys[{j}]"), k));
+        pairs.push((
+            format!("{path}.certs[{j}]"),
+            c,
+            format!("{path}.keys[{j}]"),
+            k,
+        ));
     }
     let mut first = None;
     for (cp, c, kp, k) in &pairs {
@@ -351,7 +364,9 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
         return Some((host.to_string(), port));
     }
     match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host.to_string(), Some(port.parse().ok()?))),
+        Some((host, port)) if !host.contains(':') => {
+            Some((host.to_string(), Some(port.parse().ok()?)))
+        }
         Some(_) => Some((text.to_string(), None)), // bare IPv6
         None => Some((text.to_string(), None)),
     }
@@ -382,14 +397,20 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
         }
     };
     if u.checks.is_some() {
-        cx.problem(format!("{path}.checks"), "health checks are not supported yet");
+        cx.problem(
+            format!("{path}.checks"),
+            "health checks are not supported yet",
+        );
     }
     let pass_host = match (u.pass_host.as_deref(), &u.upstream_host) {
         (None | Some("pass"), _) => PassHost::Pass,
         (Some("node"), _) => PassHost::Node,
         (Some("rewrite"), Some(h)) if !h.is_empty() => PassHost::Rewrite(h.clone()),
         (Some("rewrite"), _) => {
-            cx.problem(format!("{path}.upstream_host"), "required with pass_host: rewrite");
+            cx.problem(
+                format!("{path}.upstream_host"),
+                "required with pass_host: rewrite",
+            );
             PassHost::Pass
         }
         (Some(other), _) => {
@@ -425,7 +446,14 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
         Nodes::List(list) => list
             .iter()
             .enumerate()
-            .map(|(i, n)| (format!("{path}.nodes[{i}]"), n.host.clone(), n.port, n.weight))
+            .map(|(i, n)| {
+                (
+                    format!("{path}.nodes[{i}]"),
+                    n.host.clone(),
+                    n.port,
+                    n.weight,
+                )
+            })
             .collect(),
         Nodes::Map(map) => map
             .iter()
@@ -454,11 +482,18 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
                 continue;
             }
             Err(e) => {
-                cx.problem(format!("{npath}.host"), format!("cannot resolve {host:?}: {e}"));
+                cx.problem(
+                    format!("{npath}.host"),
+                    format!("cannot resolve {host:?}: {e}"),
+                );
                 continue;
             }
         };
-        let host_part = if bare.contains(':') { format!("[{bare}]") } else { bare.to_string() };
+        let host_part = if bare.contains(':') {
+            format!("[{bare}]")
+        } else {
+            bare.to_string()
+        };
         let host_header = if port == default_port {
             host_part.clone()
         } else {
@@ -469,7 +504,11 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
             (None, PassHost::Node) if !is_ip(bare) => bare.to_string(),
             (None, PassHost::Rewrite(h)) => {
                 let name = crate::router::host_without_port(h);
-                if is_ip(name) { String::new() } else { name.to_string() }
+                if is_ip(name) {
+                    String::new()
+                } else {
+                    name.to_string()
+                }
             }
             _ => String::new(),
         };
@@ -478,11 +517,14 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
         }
         let mut p = peer::build(addr, tls.then_some(&peer_tls), &sni, &t);
         p.options.idle_timeout = idle;
-        compiled.push((*weight, Node {
-            label: format!("{host_part}:{port}"),
-            host_header,
-            peer: p,
-        }));
+        compiled.push((
+            *weight,
+            Node {
+                label: format!("{host_part}:{port}"),
+                host_header,
+                peer: p,
+            },
+        ));
     }
     if !unnamed.is_empty() {
         cx.warn(
@@ -496,7 +538,10 @@ fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> 
     let weights: Vec<u32> = compiled.iter().map(|(w, _)| *w).collect();
     let balancer = RoundRobin::new(&weights);
     if balancer.is_none() && !compiled.is_empty() {
-        cx.problem(format!("{path}.nodes"), "every node has weight 0: no node can be selected");
+        cx.problem(
+            format!("{path}.nodes"),
+            "every node has weight 0: no node can be selected",
+        );
     }
     if cx.problems.len() > before {
         return None;
@@ -530,7 +575,10 @@ fn upstream_tls(
     };
     let tp = format!("{path}.tls");
     if !https {
-        cx.warn(&tp, "ignored: the upstream's scheme is http (set scheme: https)");
+        cx.warn(
+            &tp,
+            "ignored: the upstream's scheme is http (set scheme: https)",
+        );
     }
     let mut out = PeerTls {
         verify: t.verify.unwrap_or(true),
@@ -542,10 +590,16 @@ fn upstream_tls(
             "give either client_cert_id or client_cert/client_key, not both",
         ),
         (Some(id), None, None) => match cx.client_certs.get(&id.to_string()) {
-            None => cx.problem(format!("{tp}.client_cert_id"), format!("no ssl with id {:?}", id.to_string())),
+            None => cx.problem(
+                format!("{tp}.client_cert_id"),
+                format!("no ssl with id {:?}", id.to_string()),
+            ),
             Some((false, _)) => cx.problem(
                 format!("{tp}.client_cert_id"),
-                format!("ssl {:?} has type server; a client certificate needs type: client", id.to_string()),
+                format!(
+                    "ssl {:?} has type server; a client certificate needs type: client",
+                    id.to_string()
+                ),
             ),
             // A broken ssl object was reported at its own path.
             Some((true, ck)) => out.client_cert = ck.clone(),
@@ -558,8 +612,12 @@ fn upstream_tls(
                 "client_key_passphrase",
             )
         }
-        (None, Some(_), None) => cx.problem(format!("{tp}.client_key"), "required with client_cert"),
-        (None, None, Some(_)) => cx.problem(format!("{tp}.client_cert"), "required with client_key"),
+        (None, Some(_), None) => {
+            cx.problem(format!("{tp}.client_key"), "required with client_cert")
+        }
+        (None, None, Some(_)) => {
+            cx.problem(format!("{tp}.client_cert"), "required with client_key")
+        }
         (None, None, None) => {}
     }
     let mut bundle: Vec<X509> = Vec::new();
@@ -589,7 +647,10 @@ fn upstream_tls(
     }
     let sni = t.sni.as_ref().and_then(|s| {
         if is_ip(s) {
-            cx.problem(format!("{tp}.sni"), format!("{s:?} is an IP address; SNI must be a host name"));
+            cx.problem(
+                format!("{tp}.sni"),
+                format!("{s:?} is an IP address; SNI must be a host name"),
+            );
             None
         } else if s.is_empty() {
             None
@@ -609,19 +670,28 @@ fn pick_upstream(
 ) -> Option<Arc<Upstream>> {
     match (id, inline) {
         (Some(_), Some(_)) => {
-            cx.problem(format!("{path}.upstream"), "give either upstream_id or upstream, not both");
+            cx.problem(
+                format!("{path}.upstream"),
+                "give either upstream_id or upstream, not both",
+            );
             None
         }
         (Some(id), None) => match upstreams.get(&id.to_string()) {
             Some(found) => found.clone(), // None: reported at the upstream's own path
             None => {
-                cx.problem(format!("{path}.upstream_id"), format!("no upstream with id {:?}", id.to_string()));
+                cx.problem(
+                    format!("{path}.upstream_id"),
+                    format!("no upstream with id {:?}", id.to_string()),
+                );
                 None
             }
         },
         (None, Some(u)) => {
             let up_path = format!("{path}.upstream");
-            let id = u.id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| up_path.clone());
+            let id =
+                u.id.as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| up_path.clone());
             compile_upstream(cx, &up_path, &id, u).map(Arc::new)
         }
         (None, None) => None,
@@ -658,11 +728,16 @@ fn compile_route(
     let before = cx.problems.len();
     check_no_plugins(cx, path, &r.plugins);
     if let Some(s) = r.status.filter(|s| *s > 1) {
-        cx.problem(format!("{path}.status"), format!("{s} is not valid: use 1 (enabled) or 0 (disabled)"));
+        cx.problem(
+            format!("{path}.status"),
+            format!("{s} is not valid: use 1 (enabled) or 0 (disabled)"),
+        );
     }
     let mut paths = Vec::new();
     match (&r.uri, &r.uris) {
-        (Some(_), Some(_)) => cx.problem(format!("{path}.uris"), "give either uri or uris, not both"),
+        (Some(_), Some(_)) => {
+            cx.problem(format!("{path}.uris"), "give either uri or uris, not both")
+        }
         (None, None) => cx.problem(format!("{path}.uri"), "required (or uris)"),
         (Some(u), None) => match PathPattern::parse(u) {
             Ok(p) => paths.push(p),
@@ -684,14 +759,24 @@ fn compile_route(
     for (i, m) in r.methods.iter().flatten().enumerate() {
         match method_bit(m) {
             Some(bit) => methods |= bit,
-            None => cx.problem(format!("{path}.methods[{i}]"), format!("{m:?} is not an HTTP method (upper case, e.g. GET)")),
+            None => cx.problem(
+                format!("{path}.methods[{i}]"),
+                format!("{m:?} is not an HTTP method (upper case, e.g. GET)"),
+            ),
         }
     }
     if r.host.is_some() && r.hosts.is_some() {
-        cx.problem(format!("{path}.hosts"), "give either host or hosts, not both");
+        cx.problem(
+            format!("{path}.hosts"),
+            "give either host or hosts, not both",
+        );
     }
     let hosts_path = format!("{path}.{}", if r.host.is_some() { "host" } else { "hosts" });
-    let mut hosts = host_patterns(cx, &hosts_path, r.host.iter().chain(r.hosts.iter().flatten()));
+    let mut hosts = host_patterns(
+        cx,
+        &hosts_path,
+        r.host.iter().chain(r.hosts.iter().flatten()),
+    );
 
     let mut service_upstream = None;
     if let Some(sid) = &r.service_id {
@@ -702,13 +787,25 @@ fn compile_route(
                     hosts = service_hosts.clone();
                 }
             }
-            None => cx.problem(format!("{path}.service_id"), format!("no service with id {:?}", sid.to_string())),
+            None => cx.problem(
+                format!("{path}.service_id"),
+                format!("no service with id {:?}", sid.to_string()),
+            ),
         }
     }
-    let own = pick_upstream(cx, path, r.upstream_id.as_ref(), r.upstream.as_deref(), upstreams);
+    let own = pick_upstream(
+        cx,
+        path,
+        r.upstream_id.as_ref(),
+        r.upstream.as_deref(),
+        upstreams,
+    );
     let upstream = own.or(service_upstream);
     if upstream.is_none() && cx.problems.len() == before {
-        cx.problem(path, "no upstream: set upstream_id, upstream, or a service_id whose service has one");
+        cx.problem(
+            path,
+            "no upstream: set upstream_id, upstream, or a service_id whose service has one",
+        );
     }
     let route_timeouts = r.timeout.as_ref().map(|t| {
         let base = upstream.as_ref().map(|u| u.timeouts).unwrap_or_default();
