@@ -4,22 +4,20 @@
 //! Certificates and keys are parsed here, once; node host names are resolved here, once.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openssl::x509::X509;
 use pingora_core::utils::tls::CertKey;
 
-use super::model::{self, Id, Nodes, Resources, StaticFile};
+use super::model::{self, Id, Resources, StaticFile};
+use super::upstream::{compile_upstream, timeouts};
 use super::Problem;
 use crate::router::{method_bit, HostPattern, Matcher, PathPattern, RouterBuilder};
 use crate::table::{Route, Table};
 use crate::tls::{self, PemError};
-use crate::upstream::balancer::RoundRobin;
-use crate::upstream::peer::{self, PeerTls};
-use crate::upstream::{Node, PassHost, SniSource, Timeouts, Upstream};
+use crate::upstream::Upstream;
 
 /// How many objects of each kind a resources file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,23 +92,23 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
 }
 
 /// State shared by the compile steps.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     base: &'a Path,
-    problems: Vec<Problem>,
+    pub(super) problems: Vec<Problem>,
     warnings: Vec<Problem>,
-    client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
+    pub(super) client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
     /// CA bundles by id; `None` for an object that failed to load (reported at its path).
-    cas: HashMap<String, Option<Vec<X509>>>,
+    pub(super) cas: HashMap<String, Option<Vec<X509>>>,
 }
 
 impl Ctx<'_> {
-    fn problem(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.problems.push(Problem::new(path, msg));
     }
-    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.warnings.push(Problem::new(path, msg));
     }
-    fn pem(&mut self, path: &str, value: &str) -> Option<tls::PemSource> {
+    pub(super) fn pem(&mut self, path: &str, value: &str) -> Option<tls::PemSource> {
         match tls::read_pem_field(value, self.base) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -119,7 +117,7 @@ impl Ctx<'_> {
             }
         }
     }
-    fn certs(&mut self, path: &str, value: &str) -> Option<Vec<X509>> {
+    pub(super) fn certs(&mut self, path: &str, value: &str) -> Option<Vec<X509>> {
         let pem = self.pem(path, value)?;
         match tls::parse_certs(&pem) {
             Ok(certs) => {
@@ -138,7 +136,7 @@ impl Ctx<'_> {
         }
     }
     /// Loads a certificate chain and its key and checks they belong together.
-    fn cert_key(
+    pub(super) fn cert_key(
         &mut self,
         (cert_path, cert): (&str, &str),
         (key_path, key): (&str, &str),
@@ -324,341 +322,6 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
     }
     cx.client_certs
         .insert(ssl.id.to_string(), (client, first.filter(|_| client)));
-}
-
-fn seconds(cx: &mut Ctx, path: &str, value: Option<f64>, default: Duration) -> Duration {
-    match value {
-        None => default,
-        Some(v) if v.is_finite() && v > 0.0 && v < 1e9 => Duration::from_secs_f64(v),
-        Some(v) => {
-            cx.problem(path, format!("{v} is not a positive number of seconds"));
-            default
-        }
-    }
-}
-
-fn timeouts(cx: &mut Ctx, path: &str, t: &model::Timeout, base: Timeouts) -> Timeouts {
-    Timeouts {
-        connect: seconds(cx, &format!("{path}.connect"), t.connect, base.connect),
-        send: seconds(cx, &format!("{path}.send"), t.send, base.send),
-        read: seconds(cx, &format!("{path}.read"), t.read, base.read),
-    }
-}
-
-fn is_ip(host: &str) -> bool {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .is_ok()
-}
-
-/// Splits `host:port`, `[v6]:port`, `host` (port `None`).
-fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            Some((host.to_string(), Some(port.parse().ok()?)))
-        }
-        Some(_) => Some((text.to_string(), None)), // bare IPv6
-        None => Some((text.to_string(), None)),
-    }
-}
-
-fn compile_upstream(cx: &mut Ctx, path: &str, id: &str, u: &model::Upstream) -> Option<Upstream> {
-    let before = cx.problems.len();
-    match u.kind.as_deref() {
-        None | Some("roundrobin") => {}
-        Some(t @ ("chash" | "least_conn" | "ewma")) => cx.problem(
-            format!("{path}.type"),
-            format!("{t:?} is not supported yet: use roundrobin"),
-        ),
-        Some(t) => cx.problem(
-            format!("{path}.type"),
-            format!("{t:?} is not a balancer type: use roundrobin, chash, least_conn or ewma"),
-        ),
-    }
-    let tls = match u.scheme.as_deref() {
-        None | Some("http") => false,
-        Some("https") => true,
-        Some(s) => {
-            cx.problem(
-                format!("{path}.scheme"),
-                format!("{s:?} is not supported: use http or https"),
-            );
-            false
-        }
-    };
-    if u.checks.is_some() {
-        cx.problem(
-            format!("{path}.checks"),
-            "health checks are not supported yet",
-        );
-    }
-    let pass_host = match (u.pass_host.as_deref(), &u.upstream_host) {
-        (None | Some("pass"), _) => PassHost::Pass,
-        (Some("node"), _) => PassHost::Node,
-        (Some("rewrite"), Some(h)) if !h.is_empty() => PassHost::Rewrite(h.clone()),
-        (Some("rewrite"), _) => {
-            cx.problem(
-                format!("{path}.upstream_host"),
-                "required with pass_host: rewrite",
-            );
-            PassHost::Pass
-        }
-        (Some(other), _) => {
-            cx.problem(
-                format!("{path}.pass_host"),
-                format!("{other:?} is not valid: use pass, node or rewrite"),
-            );
-            PassHost::Pass
-        }
-    };
-    let mut t = Timeouts::default();
-    if let Some(tt) = &u.timeout {
-        t = timeouts(cx, &format!("{path}.timeout"), tt, t);
-    }
-    let idle = u.keepalive_pool.and_then(|k| {
-        if k.size.is_some() || k.requests.is_some() {
-            cx.warn(
-                format!("{path}.keepalive_pool"),
-                "size and requests are not enforced per upstream (see gateway.upstream_keepalive_pool_size)",
-            );
-        }
-        k.idle_timeout
-            .map(|v| seconds(cx, &format!("{path}.keepalive_pool.idle_timeout"), Some(v), Duration::ZERO))
-    });
-
-    let (peer_tls, tls_sni) = upstream_tls(cx, path, tls, u.tls.as_ref());
-    let sni_source = match (&tls_sni, &pass_host) {
-        (None, PassHost::Pass) => SniSource::RequestHost,
-        _ => SniSource::Fixed,
-    };
-
-    let nodes: Vec<(String, String, Option<u16>, u32)> = match &u.nodes {
-        Nodes::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                (
-                    format!("{path}.nodes[{i}]"),
-                    n.host.clone(),
-                    n.port,
-                    n.weight,
-                )
-            })
-            .collect(),
-        Nodes::Map(map) => map
-            .iter()
-            .filter_map(|(key, &w)| match split_host_port(key) {
-                Some((h, p)) => Some((format!("{path}.nodes.{key:?}"), h, p, w)),
-                None => {
-                    cx.problem(format!("{path}.nodes"), format!("{key:?} is not host:port"));
-                    None
-                }
-            })
-            .collect(),
-    };
-    if nodes.is_empty() {
-        cx.problem(format!("{path}.nodes"), "at least one node is required");
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let mut compiled = Vec::new();
-    let mut unnamed = Vec::new();
-    for (npath, host, port, weight) in &nodes {
-        let port = port.unwrap_or(default_port);
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addr = match (bare, port).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                cx.problem(format!("{npath}.host"), format!("{host:?} has no address"));
-                continue;
-            }
-            Err(e) => {
-                cx.problem(
-                    format!("{npath}.host"),
-                    format!("cannot resolve {host:?}: {e}"),
-                );
-                continue;
-            }
-        };
-        let host_part = if bare.contains(':') {
-            format!("[{bare}]")
-        } else {
-            bare.to_string()
-        };
-        let host_header = if port == default_port {
-            host_part.clone()
-        } else {
-            format!("{host_part}:{port}")
-        };
-        let sni = match (&tls_sni, &pass_host) {
-            (Some(s), _) => s.clone(),
-            (None, PassHost::Node) if !is_ip(bare) => bare.to_string(),
-            (None, PassHost::Rewrite(h)) => {
-                let name = crate::router::host_without_port(h);
-                if is_ip(name) {
-                    String::new()
-                } else {
-                    name.to_string()
-                }
-            }
-            _ => String::new(),
-        };
-        if tls && peer_tls.verify && sni_source == SniSource::Fixed && sni.is_empty() {
-            unnamed.push(format!("{host_part}:{port}"));
-        }
-        let mut p = peer::build(addr, tls.then_some(&peer_tls), &sni, &t);
-        p.options.idle_timeout = idle;
-        compiled.push((
-            *weight,
-            Node {
-                label: format!("{host_part}:{port}"),
-                host_header,
-                peer: p,
-            },
-        ));
-    }
-    if !unnamed.is_empty() {
-        cx.warn(
-            format!("{path}.tls.sni"),
-            format!(
-                "no host name to verify for node(s) {}: requests will fail with 502; set tls.sni or upstream_host",
-                unnamed.join(", ")
-            ),
-        );
-    }
-    let weights: Vec<u32> = compiled.iter().map(|(w, _)| *w).collect();
-    let balancer = RoundRobin::new(&weights);
-    if balancer.is_none() && !compiled.is_empty() {
-        cx.problem(
-            format!("{path}.nodes"),
-            "every node has weight 0: no node can be selected",
-        );
-    }
-    if cx.problems.len() > before {
-        return None;
-    }
-    Some(Upstream {
-        id: id.to_string(),
-        nodes: compiled.into_iter().map(|(_, n)| n).collect(),
-        balancer: balancer?,
-        pass_host,
-        tls,
-        verify: tls && peer_tls.verify,
-        sni: sni_source,
-        timeouts: t,
-        retries: u.retries.unwrap_or(nodes.len().saturating_sub(1) as u32),
-    })
-}
-
-/// Resolves `tls` into the peer settings and the `tls.sni` override.
-fn upstream_tls(
-    cx: &mut Ctx,
-    path: &str,
-    https: bool,
-    t: Option<&model::UpstreamTls>,
-) -> (PeerTls, Option<String>) {
-    let default = PeerTls {
-        verify: true,
-        ..PeerTls::default()
-    };
-    let Some(t) = t else {
-        return (default, None);
-    };
-    let tp = format!("{path}.tls");
-    if !https {
-        cx.warn(
-            &tp,
-            "ignored: the upstream's scheme is http (set scheme: https)",
-        );
-    }
-    let mut out = PeerTls {
-        verify: t.verify.unwrap_or(true),
-        ..PeerTls::default()
-    };
-    match (&t.client_cert_id, &t.client_cert, &t.client_key) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => cx.problem(
-            format!("{tp}.client_cert_id"),
-            "give either client_cert_id or client_cert/client_key, not both",
-        ),
-        (Some(id), None, None) => match cx.client_certs.get(&id.to_string()) {
-            None => cx.problem(
-                format!("{tp}.client_cert_id"),
-                format!("no ssl with id {:?}", id.to_string()),
-            ),
-            Some((false, _)) => cx.problem(
-                format!("{tp}.client_cert_id"),
-                format!(
-                    "ssl {:?} has type server; a client certificate needs type: client",
-                    id.to_string()
-                ),
-            ),
-            // A broken ssl object was reported at its own path.
-            Some((true, ck)) => out.client_cert = ck.clone(),
-        },
-        (None, Some(c), Some(k)) => {
-            out.client_cert = cx.cert_key(
-                (&format!("{tp}.client_cert"), c),
-                (&format!("{tp}.client_key"), k),
-                t.client_key_passphrase.as_deref(),
-                "client_key_passphrase",
-            )
-        }
-        (None, Some(_), None) => {
-            cx.problem(format!("{tp}.client_key"), "required with client_cert")
-        }
-        (None, None, Some(_)) => {
-            cx.problem(format!("{tp}.client_cert"), "required with client_key")
-        }
-        (None, None, None) => {}
-    }
-    let mut bundle: Vec<X509> = Vec::new();
-    let mut any_ca = false;
-    if let Some(id) = &t.ca_certificate_id {
-        any_ca = true;
-        match cx.cas.get(&id.to_string()) {
-            Some(Some(certs)) => bundle.extend(certs.iter().cloned()),
-            Some(None) => {} // reported at the CA certificate's own path
-            None => cx.problem(
-                format!("{tp}.ca_certificate_id"),
-                format!("no ca_certificate with id {:?}", id.to_string()),
-            ),
-        }
-    }
-    for (i, pem) in t.ca_certs.iter().flatten().enumerate() {
-        any_ca = true;
-        if let Some(certs) = cx.certs(&format!("{tp}.ca_certs[{i}]"), pem) {
-            bundle.extend(certs);
-        }
-    }
-    if any_ca && !bundle.is_empty() {
-        out.ca = Some(Arc::new(bundle.into_boxed_slice()));
-    }
-    if !out.verify && any_ca {
-        cx.warn(format!("{tp}.verify"), "false: the CA bundle is not used");
-    }
-    let sni = t.sni.as_ref().and_then(|s| {
-        if is_ip(s) {
-            cx.problem(
-                format!("{tp}.sni"),
-                format!("{s:?} is an IP address; SNI must be a host name"),
-            );
-            None
-        } else if s.is_empty() {
-            None
-        } else {
-            Some(s.clone())
-        }
-    });
-    (out, sni)
 }
 
 fn pick_upstream(

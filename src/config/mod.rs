@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod model;
+mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
