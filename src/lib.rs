@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod ops;
 pub mod proxy;
 pub mod router;
 pub mod table;

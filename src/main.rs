@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use log::{info, warn};
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -166,7 +164,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(conf) else {
         return Ok(ExitCode::FAILURE);
     };
-    let g = &loaded.static_file.gateway;
+    let g = loaded.static_file.gateway.clone();
     init_logging(g.error_log.as_deref())?;
     for w in &loaded.compiled.warnings {
         warn!("{}: {w}", loaded.resources_path.display());
@@ -187,7 +185,16 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         daemon: g.daemon || daemon,
         error_log: g.error_log.clone(),
         upstream_keepalive_pool_size: g.upstream_keepalive_pool_size,
-        graceful_shutdown_timeout_seconds: g.graceful_shutdown_timeout,
+        // Pingora sleeps grace_period_seconds after a graceful shutdown starts; the operations
+        // service exits as soon as connections are done (or at the drain limit): this is only
+        // the backstop.
+        grace_period_seconds: Some(
+            g.graceful_shutdown_timeout
+                .unwrap_or(pylon::ops::DEFAULT_DRAIN)
+                .saturating_add(2),
+        ),
+        // Daemon mode must not change directory: relative paths stay as configured.
+        working_directory: std::env::current_dir().ok(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -198,12 +205,19 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let table = Arc::new(ArcSwap::from_pointee(loaded.compiled.table));
-    let mut service = pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(table));
+    let (ops, table) = pylon::ops::Operations::new(conf, loaded)?;
+    let mut service = pylon::ops::proxy_service(&server.configuration, Gateway::new(table));
     for addr in &g.listen {
         service.add_tcp(addr);
         info!("listening on http://{addr}");
     }
     server.add_service(service);
+    if let Some(listen) = &g.metrics_listen {
+        server.add_service(pylon::ops::metrics_service(listen)?);
+    }
+    server.add_service(pingora_core::services::background::background_service(
+        "operations",
+        ops,
+    ));
     server.run_forever();
 }

@@ -58,6 +58,8 @@ pub struct RequestCtx {
     reused: Option<bool>,
     /// Whether the upstream's response header arrived.
     responded: bool,
+    /// Timing and upstream facts for the access log and metrics.
+    ops: crate::ops::RequestOps,
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -150,6 +152,7 @@ impl ProxyHttp for Gateway {
         let index = upstream.balancer.next();
         ctx.node = Some(index);
         ctx.tries += 1;
+        ctx.ops.upstream_attempt();
         let node = &upstream.nodes[index];
         let mut peer = Box::new(node.peer.clone());
         if upstream.tls && upstream.sni == SniSource::RequestHost {
@@ -202,6 +205,10 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         if let Some(route) = &ctx.route {
             let upstream = &route.upstream;
+            crate::ops::metrics::upstream_failure(
+                &upstream.id,
+                crate::ops::metrics::failure_cause(&e),
+            );
             let retries = upstream.retries;
             if ctx.tries <= retries {
                 warn!(
@@ -233,11 +240,37 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.responded = true;
+        ctx.ops.upstream_header(upstream_response.status.as_u16());
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        ctx.ops.upstream_body(end_of_stream);
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::ops::drain::on_response(session);
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops);
     }
 
     async fn fail_to_proxy(
@@ -257,6 +290,9 @@ impl ProxyHttp for Gateway {
                         e.etype(),
                         ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
                     );
+                if closed_early {
+                    crate::ops::metrics::upstream_failure(&route.upstream.id, "tls_rejected");
+                }
                 let hint = if closed_early {
                     CLOSED_AFTER_HANDSHAKE
                 } else {

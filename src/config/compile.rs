@@ -11,6 +11,7 @@ use std::sync::Arc;
 use openssl::x509::X509;
 use pingora_core::utils::tls::CertKey;
 
+use super::inventory::{CertKind, Inventory};
 use super::model::{self, Id, Resources, StaticFile};
 use super::upstream::{compile_upstream, timeouts};
 use super::Problem;
@@ -53,6 +54,8 @@ pub struct Compiled {
     pub warnings: Vec<Problem>,
     /// Object counts, for the one-line summary.
     pub counts: Counts,
+    /// Files read and certificate expiry dates (for reload watching and metrics).
+    pub inventory: Inventory,
 }
 
 /// Checks static-file settings that parse but cannot be served.
@@ -79,11 +82,12 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
             "HTTPS listeners are not supported yet",
         ));
     }
-    if g.metrics_listen.is_some() {
-        problems.push(Problem::new(
-            "gateway.metrics_listen",
-            "the metrics listener is not supported yet",
-        ));
+    if let Some(Err(e)) = g
+        .metrics_listen
+        .as_deref()
+        .map(crate::ops::metrics::listen_addr)
+    {
+        problems.push(Problem::new("gateway.metrics_listen", e));
     }
     if g.threads == Some(0) {
         problems.push(Problem::new("gateway.threads", "must be at least 1"));
@@ -99,6 +103,7 @@ pub(super) struct Ctx<'a> {
     pub(super) client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
     /// CA bundles by id; `None` for an object that failed to load (reported at its path).
     pub(super) cas: HashMap<String, Option<Vec<X509>>>,
+    inventory: Inventory,
 }
 
 impl Ctx<'_> {
@@ -109,6 +114,9 @@ impl Ctx<'_> {
         self.warnings.push(Problem::new(path, msg));
     }
     pub(super) fn pem(&mut self, path: &str, value: &str) -> Option<tls::PemSource> {
+        if !value.trim_start().starts_with("-----BEGIN") {
+            self.inventory.file(&self.base.join(value.trim()));
+        }
         match tls::read_pem_field(value, self.base) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -182,6 +190,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         warnings: Vec::new(),
         client_certs: HashMap::new(),
         cas: HashMap::new(),
+        inventory: Inventory::default(),
     };
     check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
     check_unique(
@@ -197,6 +206,12 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
 
     for (i, ca) in res.ca_certificates.iter().enumerate() {
         let certs = cx.certs(&format!("ca_certificates[{i}].cert"), &ca.cert);
+        let id = ca.id.to_string();
+        cx.inventory.certs(
+            CertKind::CaCertificate,
+            &id,
+            certs.as_deref().unwrap_or_default(),
+        );
         cx.cas.insert(ca.id.to_string(), certs);
     }
     for (i, ssl) in res.ssls.iter().enumerate() {
@@ -253,6 +268,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
             ssls: res.ssls.len(),
             ca_certificates: res.ca_certificates.len(),
         },
+        inventory: cx.inventory,
     })
 }
 
@@ -315,6 +331,11 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
     let mut first = None;
     for (cp, c, kp, k) in &pairs {
         let ck = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase");
+        if let Some(ck) = &ck {
+            let id = ssl.id.to_string();
+            cx.inventory
+                .certs(CertKind::Ssl, &id, std::slice::from_ref(ck.leaf()));
+        }
         first = first.or(ck);
     }
     if client && (ssl.snis.is_some() || ssl.sni.is_some()) {

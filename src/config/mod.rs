@@ -7,6 +7,7 @@
 //! all go through [`load_all`], so they report the same messages.
 
 pub mod compile;
+pub mod inventory;
 pub mod model;
 mod upstream;
 

@@ -30,7 +30,7 @@ impl std::fmt::Display for Id {
 }
 
 /// The static file (`conf/pylon.yaml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticFile {
     /// Process and listener settings.
@@ -46,7 +46,7 @@ fn default_resources() -> String {
 }
 
 /// `gateway:` — what needs a restart or graceful upgrade to change.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Gateway {
     /// Plain HTTP listeners, `host:port`.
@@ -67,13 +67,16 @@ pub struct Gateway {
     pub daemon: bool,
     /// Error log file; `None` = stderr.
     pub error_log: Option<String>,
-    /// Seconds to drain on graceful shutdown (Pingora `graceful_shutdown_timeout_seconds`).
+    /// Seconds in-flight requests get to finish after SIGTERM (or after handing the
+    /// listeners over in a graceful upgrade) before the process exits anyway; `None` = 30.
+    /// The process exits as soon as its connections are done.
     pub graceful_shutdown_timeout: Option<u64>,
     /// Access log settings.
     pub access_log: AccessLog,
     /// Idle upstream connections kept for reuse over all upstreams (Pingora's pool size).
     pub upstream_keepalive_pool_size: usize,
-    /// Prometheus listener (not served yet).
+    /// Prometheus listener serving `/metrics`: `host:port`, or a bare port for loopback
+    /// (`9091` = `127.0.0.1:9091`); `None` = no metrics listener.
     pub metrics_listen: Option<String>,
 }
 
@@ -98,7 +101,7 @@ impl Default for Gateway {
 }
 
 /// `gateway.access_log`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLog {
     /// File path; `None` = stdout.

@@ -14,6 +14,8 @@ use openssl::ssl::{NameType, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode}
 use openssl::x509::X509;
 use pylon::certs::{self, InitOptions, Issued, Role};
 
+pub mod ops;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

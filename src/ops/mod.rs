@@ -1,0 +1,288 @@
+//! Operations: hot reload, draining, the access log and Prometheus metrics.
+//!
+//! [`Operations`] is a Pingora background service. It is created before Pingora forks into
+//! the background (so SIGHUP and SIGUSR1 are handled from the start and a bad access-log
+//! path fails the start), and starts its threads after the fork:
+//! - the reload thread ([`reload`]): file watcher, SIGHUP;
+//! - the signal thread: SIGHUP → reload, SIGUSR1 → reopen the access log;
+//! - the access-log writer ([`access_log`]).
+//!
+//! Pingora itself handles SIGQUIT (hand the listeners to `pylon run -u`, then drain), SIGTERM
+//! (drain) and SIGINT (exit now). Once Pingora broadcasts the shutdown, this service waits
+//! until every client connection has closed, or `gateway.graceful_shutdown_timeout` seconds
+//! (default [`DEFAULT_DRAIN`]), flushes the access log and exits, instead of Pingora's fixed
+//! grace period.
+//!
+//! The proxy reports each request through [`RequestOps`] and [`request_done`].
+
+pub mod access_log;
+pub mod drain;
+pub mod metrics;
+pub mod reload;
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::listening::Service;
+use pingora_proxy::{HttpProxy, Session};
+use signal_hook::consts::{SIGHUP, SIGUSR1};
+use signal_hook::iterator::Signals;
+use thiserror::Error;
+
+use crate::config::Loaded;
+use crate::proxy::Gateway;
+use crate::table::{Route, Table};
+
+/// Drain limit when `gateway.graceful_shutdown_timeout` is not set, in seconds.
+pub const DEFAULT_DRAIN: u64 = 30;
+
+/// Why the operations layer could not start.
+#[derive(Debug, Error)]
+pub enum OpsError {
+    /// The access log file cannot be opened.
+    #[error("{0}")]
+    AccessLog(std::io::Error),
+    /// Signal handlers cannot be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// Metric definitions were rejected.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// `gateway.metrics_listen` is not an address.
+    #[error("gateway.metrics_listen: {0}")]
+    MetricsListen(String),
+}
+
+/// Per-request timing and upstream facts, kept in the proxy's request context.
+#[derive(Debug)]
+pub struct RequestOps {
+    start: Instant,
+    upstream_start: Option<Instant>,
+    upstream_end: Option<Instant>,
+    upstream_status: Option<u16>,
+}
+
+impl Default for RequestOps {
+    /// Starts the request clock (the context is made when the request header has arrived).
+    fn default() -> Self {
+        RequestOps {
+            start: Instant::now(),
+            upstream_start: None,
+            upstream_end: None,
+            upstream_status: None,
+        }
+    }
+}
+
+impl RequestOps {
+    /// A connection attempt to an upstream node begins (the first one starts the upstream
+    /// clock).
+    pub fn upstream_attempt(&mut self) {
+        self.upstream_start.get_or_insert_with(Instant::now);
+    }
+
+    /// The upstream's response header arrived with `status`.
+    pub fn upstream_header(&mut self, status: u16) {
+        self.upstream_status = Some(status);
+    }
+
+    /// A piece of the upstream's response body arrived; `end` when it was the last.
+    pub fn upstream_body(&mut self, end: bool) {
+        if end {
+            self.upstream_end = Some(Instant::now());
+        }
+    }
+}
+
+/// Records a finished request in the metrics and the access log. `route` is the matched
+/// route, `node` the index of the node last tried in its upstream.
+pub fn request_done(
+    session: &Session,
+    route: Option<&Arc<Route>>,
+    node: Option<usize>,
+    ops: &RequestOps,
+) {
+    let now = Instant::now();
+    // Nothing sent: the client left first (nginx logs 499 for that).
+    let status = session
+        .response_written()
+        .map_or(499, |r| r.status.as_u16());
+    let total = now.duration_since(ops.start);
+    let upstream_time = ops
+        .upstream_start
+        .map(|s| ops.upstream_end.unwrap_or(now).saturating_duration_since(s));
+    let upstream = route
+        .zip(upstream_time)
+        .map(|(r, d)| (r.upstream.id.as_str(), d));
+    metrics::request(route.map_or("", |r| r.id.as_str()), status, total, upstream);
+    let req = session.req_header();
+    access_log::record(access_log::Entry {
+        time: SystemTime::now(),
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        method: req.method.clone(),
+        uri: req.uri.clone(),
+        version: req.version,
+        status,
+        bytes: session.body_bytes_sent(),
+        referer: req.headers.get(http::header::REFERER).cloned(),
+        user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+        route: route.cloned(),
+        node,
+        upstream_status: ops.upstream_status,
+        request_time: total,
+        upstream_time,
+    });
+}
+
+/// The proxy service: [`Gateway`] under Pingora's HTTP proxy, with its connections counted
+/// ([`drain::Counted`]).
+pub fn proxy_service(
+    conf: &Arc<ServerConf>,
+    gateway: Gateway,
+) -> Service<drain::Counted<HttpProxy<Gateway>>> {
+    let proxy = pingora_proxy::http_proxy(conf, gateway);
+    Service::new("Pylon proxy".into(), drain::Counted::new(proxy))
+}
+
+/// The Prometheus service on `listen` (see [`metrics::listen_addr`]), one thread.
+///
+/// Errors: [`OpsError::MetricsListen`] when `listen` is not an address.
+pub fn metrics_service(listen: &str) -> Result<Service<metrics::MetricsApp>, OpsError> {
+    let addr = metrics::listen_addr(listen).map_err(OpsError::MetricsListen)?;
+    let mut service = Service::new("Pylon metrics".into(), metrics::MetricsApp);
+    service.add_tcp(&addr.to_string());
+    service.threads = Some(1);
+    info!("metrics on http://{addr}/metrics");
+    Ok(service)
+}
+
+/// The background service; see the module documentation.
+pub struct Operations {
+    reloader: Arc<reload::Reloader>,
+    writer: Mutex<Option<access_log::Writer>>,
+    signals: Mutex<Option<Signals>>,
+    drain: Duration,
+}
+
+impl Operations {
+    /// Sets up metrics, the access log and signal handlers for the configuration `loaded`
+    /// from `static_path`; returns the service and the shared table the proxy serves from.
+    ///
+    /// Errors: see [`OpsError`].
+    pub fn new(
+        static_path: &Path,
+        loaded: Loaded,
+    ) -> Result<(Operations, Arc<ArcSwap<Table>>), OpsError> {
+        metrics::init()?;
+        let g = &loaded.static_file.gateway;
+        let writer = if g.access_log.enabled {
+            let target = match &g.access_log.path {
+                Some(p) => access_log::Target::File(p.into()),
+                None => access_log::Target::Stdout,
+            };
+            if target == access_log::Target::Stdout && g.daemon {
+                warn!("the access log goes to stdout, which daemon mode discards: set gateway.access_log.path");
+            }
+            Some(access_log::install(target).map_err(OpsError::AccessLog)?)
+        } else {
+            None
+        };
+        let signals = Signals::new([SIGHUP, SIGUSR1]).map_err(OpsError::Signals)?;
+        let drain = Duration::from_secs(g.graceful_shutdown_timeout.unwrap_or(DEFAULT_DRAIN));
+        let table = Arc::new(ArcSwap::from_pointee(Table::empty()));
+        let reloader = reload::Reloader::new(static_path, &loaded, table.clone());
+        let inventory = loaded.compiled.inventory;
+        table.store(Arc::new(loaded.compiled.table));
+        metrics::config_applied(1, &table.load(), &inventory);
+        let ops = Operations {
+            reloader: Arc::new(reloader),
+            writer: Mutex::new(writer),
+            signals: Mutex::new(Some(signals)),
+            drain,
+        };
+        Ok((ops, table))
+    }
+
+    /// How long a graceful shutdown may take at most, in seconds (for Pingora's own grace
+    /// period, which this service cuts short).
+    pub fn drain_limit(&self) -> Duration {
+        self.drain
+    }
+
+    fn start_threads(&self) {
+        if let Some(w) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            if let Err(e) = w.spawn() {
+                error!("access log: cannot start the writer thread: {e}");
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        if let Some(mut signals) = self.signals.lock().ok().and_then(|mut s| s.take()) {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        match sig {
+                            SIGHUP => {
+                                info!("SIGHUP received: reloading the resources file");
+                                let _ = tx.send(reload::Event::Hangup);
+                            }
+                            SIGUSR1 => {
+                                info!("SIGUSR1 received: reopening the access log");
+                                access_log::reopen();
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                error!("cannot start the signal thread: {e}");
+            }
+        }
+        let reloader = self.reloader.clone();
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || reloader.run(tx, rx));
+        if let Err(e) = spawned {
+            error!("cannot start the reload thread: {e}; hot reload is off");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Operations {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.start_threads();
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        drain::begin();
+        info!(
+            "draining: {} client connections open; exiting when they are done, within {:?}",
+            drain::open_connections(),
+            self.drain
+        );
+        if drain::wait_closed(Instant::now() + self.drain).await {
+            info!("drained: every client connection is closed");
+        } else {
+            warn!(
+                "graceful_shutdown_timeout ({:?}) reached with {} client connections open: \
+                 closing them",
+                self.drain,
+                drain::open_connections()
+            );
+        }
+        access_log::flush(Duration::from_secs(1));
+        info!("exiting (config version {})", self.reloader.version());
+        std::process::exit(0);
+    }
+}
