@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 use log::{info, warn};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 
 use pylon::certs::{self, InitOptions};
 use pylon::config::{self, Loaded};
 use pylon::proxy::Gateway;
+use pylon::upstream::probe::Maintenance;
 
 /// Pylon: an API gateway on Pingora with upstream mutual TLS.
 #[derive(Parser)]
@@ -199,6 +201,10 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     server.bootstrap();
 
     let table = Arc::new(ArcSwap::from_pointee(loaded.compiled.table));
+    server.add_service(background_service(
+        "upstream maintenance",
+        Maintenance::new(table.clone()),
+    ));
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(table));
     for addr in &g.listen {
         service.add_tcp(addr);

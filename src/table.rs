@@ -22,6 +22,8 @@ pub struct Route {
 pub struct Table {
     /// Host + method + path → route.
     pub router: Router<Arc<Route>>,
+    /// Every upstream in use (named and inline), for background health checks and DNS.
+    pub upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Table {
@@ -29,6 +31,7 @@ impl Table {
     pub fn empty() -> Self {
         Table {
             router: crate::router::RouterBuilder::default().build(),
+            upstreams: Vec::new(),
         }
     }
 }

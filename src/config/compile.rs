@@ -99,6 +99,8 @@ pub(super) struct Ctx<'a> {
     pub(super) client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
     /// CA bundles by id; `None` for an object that failed to load (reported at its path).
     pub(super) cas: HashMap<String, Option<Vec<X509>>>,
+    /// Every compiled upstream, named and inline, for the background health checker.
+    all_upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Ctx<'_> {
@@ -182,6 +184,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         warnings: Vec::new(),
         client_certs: HashMap::new(),
         cas: HashMap::new(),
+        all_upstreams: Vec::new(),
     };
     check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
     check_unique(
@@ -209,11 +212,12 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
             None => cx.problem(format!("{path}.id"), "required"),
             Some(id) => {
                 let up = compile_upstream(&mut cx, &path, &id.to_string(), u).map(Arc::new);
+                cx.all_upstreams.extend(up.clone());
                 upstreams.insert(id.to_string(), up);
             }
         }
     }
-    let mut services: HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)> = HashMap::new();
+    let mut services: HashMap<String, ServiceParts> = HashMap::new();
     for (i, s) in res.services.iter().enumerate() {
         let path = format!("services[{i}]");
         check_no_plugins(&mut cx, &path, &s.plugins);
@@ -225,7 +229,8 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
             &upstreams,
         );
         let hosts = host_patterns(&mut cx, &format!("{path}.hosts"), s.hosts.iter().flatten());
-        services.insert(s.id.to_string(), (upstream, hosts));
+        let declared = s.upstream_id.is_some() || s.upstream.is_some();
+        services.insert(s.id.to_string(), (upstream, declared, hosts));
     }
     let mut router = RouterBuilder::default();
     for (i, r) in res.routes.iter().enumerate() {
@@ -244,6 +249,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
     Ok(Compiled {
         table: Table {
             router: router.build(),
+            upstreams: cx.all_upstreams,
         },
         warnings: cx.warnings,
         counts: Counts {
@@ -355,7 +361,9 @@ fn pick_upstream(
                 u.id.as_ref()
                     .map(|i| i.to_string())
                     .unwrap_or_else(|| up_path.clone());
-            compile_upstream(cx, &up_path, &id, u).map(Arc::new)
+            let up = compile_upstream(cx, &up_path, &id, u).map(Arc::new);
+            cx.all_upstreams.extend(up.clone());
+            up
         }
         (None, None) => None,
     }
@@ -376,6 +384,10 @@ fn host_patterns<'a>(
         .collect()
 }
 
+/// A compiled service: its upstream (`None` if it declares none or that one failed), whether
+/// it declares one, and its hosts.
+type ServiceParts = (Option<Arc<Upstream>>, bool, Vec<HostPattern>);
+
 /// Named upstreams by id; `None` for one that failed to compile (reported at its path).
 type Upstreams = HashMap<String, Option<Arc<Upstream>>>;
 
@@ -386,7 +398,7 @@ fn compile_route(
     path: &str,
     r: &model::Route,
     upstreams: &Upstreams,
-    services: &HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)>,
+    services: &HashMap<String, ServiceParts>,
 ) -> Option<RouteParts> {
     let before = cx.problems.len();
     check_no_plugins(cx, path, &r.plugins);
@@ -442,10 +454,12 @@ fn compile_route(
     );
 
     let mut service_upstream = None;
+    let mut service_declares = false;
     if let Some(sid) = &r.service_id {
         match services.get(&sid.to_string()) {
-            Some((up, service_hosts)) => {
+            Some((up, declared, service_hosts)) => {
                 service_upstream = up.clone();
+                service_declares = *declared;
                 if hosts.is_empty() {
                     hosts = service_hosts.clone();
                 }
@@ -464,7 +478,8 @@ fn compile_route(
         upstreams,
     );
     let upstream = own.or(service_upstream);
-    if upstream.is_none() && cx.problems.len() == before {
+    let declared = r.upstream_id.is_some() || r.upstream.is_some() || service_declares;
+    if upstream.is_none() && !declared && cx.problems.len() == before {
         cx.problem(
             path,
             "no upstream: set upstream_id, upstream, or a service_id whose service has one",

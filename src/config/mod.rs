@@ -6,6 +6,7 @@
 //! problem collected with its path) → `Table`. `pylon check`, `pylon run` and (later) reloads
 //! all go through [`load_all`], so they report the same messages.
 
+mod checks;
 pub mod compile;
 pub mod model;
 mod upstream;

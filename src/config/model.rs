@@ -252,8 +252,8 @@ pub struct Upstream {
     pub retry_timeout: Option<f64>,
     /// Upstream connection reuse.
     pub keepalive_pool: Option<KeepalivePool>,
-    /// Health checks (APISIX schema; not supported yet).
-    pub checks: Option<serde_yaml::Value>,
+    /// Health checks (APISIX `health_checker` schema).
+    pub checks: Option<Checks>,
     /// Upstream TLS.
     pub tls: Option<UpstreamTls>,
     /// Set by APISIX's Admin API; ignored.
@@ -402,4 +402,108 @@ impl<'de> Deserialize<'de> for Nodes {
         }
         d.deserialize_any(NodesVisitor)
     }
+}
+
+/// `upstreams[].checks` (APISIX's `health_checker` schema; defaults from APISIX's
+/// `schema_def.lua`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Probes sent by the gateway.
+    pub active: Option<ActiveCheck>,
+    /// Judgement from real traffic.
+    pub passive: Option<PassiveCheck>,
+}
+
+/// `checks.active`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveCheck {
+    /// `http` (default), `https` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Seconds each probe may take (default 1).
+    pub timeout: Option<f64>,
+    /// Probes in flight at once (accepted; Pylon probes every node concurrently).
+    pub concurrency: Option<u32>,
+    /// Host header of http(s) probes (default: the node's Host per `pass_host`).
+    pub host: Option<String>,
+    /// Port to probe instead of the node's.
+    pub port: Option<u16>,
+    /// Path of http(s) probes (default `/`).
+    pub http_path: Option<String>,
+    /// Verify the certificate of https probes (default true; the upstream's `tls.verify`
+    /// applies too).
+    pub https_verify_certificate: Option<bool>,
+    /// Extra request headers, each `"Name: value"`.
+    pub req_headers: Option<Vec<String>>,
+    /// When a healthy node is probed and what counts as success.
+    pub healthy: Option<ActiveHealthy>,
+    /// When an unhealthy node is probed and what counts as failure.
+    pub unhealthy: Option<ActiveUnhealthy>,
+}
+
+/// `checks.active.healthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthy {
+    /// Seconds between probes of a healthy node (default 1).
+    pub interval: Option<f64>,
+    /// Statuses that count as success (default `[200, 302]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive successes that mark an unhealthy node healthy (default 2).
+    pub successes: Option<u32>,
+}
+
+/// `checks.active.unhealthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveUnhealthy {
+    /// Seconds between probes of an unhealthy node (default 1).
+    pub interval: Option<f64>,
+    /// Statuses that count as failure (default `[429, 404, 500, 501, 502, 503, 504, 505]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive bad statuses that mark a node unhealthy (default 5).
+    pub http_failures: Option<u32>,
+    /// Consecutive connection failures that mark a node unhealthy (default 2).
+    pub tcp_failures: Option<u32>,
+    /// Consecutive timeouts that mark a node unhealthy (default 3).
+    pub timeouts: Option<u32>,
+}
+
+/// `checks.passive`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveCheck {
+    /// `http` (default), `https` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// What counts as success.
+    pub healthy: Option<PassiveHealthy>,
+    /// What counts as failure.
+    pub unhealthy: Option<PassiveUnhealthy>,
+}
+
+/// `checks.passive.healthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthy {
+    /// Statuses that count as success (default 200–208, 226, 300–308).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive successes that mark a node healthy (default 5).
+    pub successes: Option<u32>,
+}
+
+/// `checks.passive.unhealthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveUnhealthy {
+    /// Statuses that count as failure (default `[429, 500, 503]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive bad statuses that mark a node unhealthy (default 5).
+    pub http_failures: Option<u32>,
+    /// Consecutive connection failures that mark a node unhealthy (default 2).
+    pub tcp_failures: Option<u32>,
+    /// Consecutive timeouts that mark a node unhealthy (default 7).
+    pub timeouts: Option<u32>,
 }
