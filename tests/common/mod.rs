@@ -14,6 +14,8 @@ use openssl::ssl::{NameType, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode}
 use openssl::x509::X509;
 use pylon::certs::{self, InitOptions, Issued, Role};
 
+pub mod origins;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -91,6 +93,7 @@ pub struct Seen {
 pub struct Origin {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -119,6 +122,8 @@ impl Origin {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let status2 = status.clone();
         runtime.spawn(async move {
             let conns = Arc::new(AtomicU64::new(0));
             loop {
@@ -128,6 +133,7 @@ impl Origin {
                 let acceptor = acceptor.clone();
                 let seen = seen2.clone();
                 let conns = conns.clone();
+                let status = status2.clone();
                 tokio::spawn(async move {
                     let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
                     let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
@@ -170,10 +176,13 @@ impl Origin {
                             } else {
                                 format!("ok {}", cn)
                             };
+                            let code = status.load(Ordering::SeqCst);
                             async move {
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                    http_body_util::Full::new(bytes::Bytes::from(body)),
-                                ))
+                                let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from(body),
+                                ));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
                             }
                         },
                     );
@@ -186,8 +195,14 @@ impl Origin {
         Origin {
             port,
             seen,
+            status,
             _runtime: runtime,
         }
+    }
+
+    /// Answers every later request with `code`.
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
     }
 
     /// Every request seen so far, in order.
