@@ -332,3 +332,21 @@ fn forwarding_headers_and_pass_host() {
     assert_eq!(h(0, "x-forwarded-host"), "api.example.com:8080");
     assert_eq!(h(0, "x-forwarded-port"), gw.port.to_string());
 }
+
+#[test]
+fn pooled_connection_closed_by_the_upstream_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origins(&["A"]);
+    o[0].set_connection_lifetime_ms(150);
+    let gw = Gateway::start(dir.path(), &lb_resources(&[(o[0].port, 1)], ""));
+    for round in 1..=5u64 {
+        // Each request finds the previous (now idle, pooled) connection closed by the origin.
+        assert_eq!(gw.get("/", None), (200, "A".to_string()), "round {round}");
+        assert!(
+            eventually(100, || o[0].connections().1 >= round),
+            "origin did not close"
+        );
+    }
+    assert_eq!(o[0].connections().0, 5);
+    assert!(!gw.log().contains("-> 50"), "{}", gw.log());
+}

@@ -20,6 +20,12 @@ struct State {
     status: AtomicU16,
     delay_ms: AtomicU64,
     stopped: AtomicBool,
+    /// When non-zero, each connection is closed this long after it was accepted.
+    lifetime_ms: AtomicU64,
+    /// Connections accepted.
+    accepted: AtomicU64,
+    /// Connections closed by the origin.
+    closed: AtomicU64,
 }
 
 /// An HTTP/1.1 origin on a free loopback port answering `<name>` with status 200 (or what
@@ -53,7 +59,10 @@ impl HttpOrigin {
                 };
                 let st = st.clone();
                 let body_name = body_name.clone();
+                st.accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let lifetime = st.lifetime_ms.load(Ordering::SeqCst);
+                    let st2 = st.clone();
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let st = st.clone();
@@ -90,9 +99,16 @@ impl HttpOrigin {
                             }
                         },
                     );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    if lifetime > 0 {
+                        // Dropping the connection closes the socket without a word, as an
+                        // upstream's keepalive timeout does.
+                        let _ = tokio::time::timeout(Duration::from_millis(lifetime), conn).await;
+                    } else {
+                        let _ = conn.await;
+                    }
+                    st2.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -112,6 +128,19 @@ impl HttpOrigin {
     /// Delays every later non-probe response by `ms` milliseconds.
     pub fn set_delay_ms(&self, ms: u64) {
         self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Closes each later connection `ms` milliseconds after accepting it.
+    pub fn set_connection_lifetime_ms(&self, ms: u64) {
+        self.state.lifetime_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Connections accepted and closed so far.
+    pub fn connections(&self) -> (u64, u64) {
+        (
+            self.state.accepted.load(Ordering::SeqCst),
+            self.state.closed.load(Ordering::SeqCst),
+        )
     }
 
     /// Requests seen (probes included).
