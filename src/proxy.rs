@@ -3,12 +3,15 @@
 //! failures to status codes with one error-log line each.
 //!
 //! Hooks used, in request order:
-//! - `request_filter`: route lookup; no route → 404 `{"error_msg":"404 Route Not Found"}`.
+//! - `request_filter`: on HTTPS, the client-certificate check (400 without a valid one where
+//!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; no
+//!   route → 404 `{"error_msg":"404 Route Not Found"}`.
 //! - `upstream_peer`: node selection; clones the node's prebuilt peer, fills in the SNI when
 //!   it comes from the request, applies the route's timeouts. Refuses (502) to connect to a
 //!   TLS upstream with verification on but no name to verify, because Pingora would silently
 //!   skip verification for an empty SNI.
-//! - `upstream_request_filter`: the Host header per `pass_host`.
+//! - `upstream_request_filter`: the client-certificate headers (`gateway.client_cert_headers`),
+//!   the Host header per `pass_host`.
 //! - `fail_to_connect` / `fail_to_proxy`: retries on connect failures, status mapping
 //!   (refused/reset/TLS → 502, timeouts → 504), one log line naming route, upstream, node and
 //!   cause.
@@ -26,6 +29,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::router::host_without_port;
 use crate::table::{Route, Table};
+use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::{peer, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
@@ -34,12 +38,23 @@ pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}";
 /// The gateway's proxy logic. Holds the current table; a reload swaps it atomically.
 pub struct Gateway {
     table: Arc<ArcSwap<Table>>,
+    client_cert_headers: ClientCertHeaders,
 }
 
 impl Gateway {
     /// A gateway serving from `table` (shared with whatever swaps in new versions).
     pub fn new(table: Arc<ArcSwap<Table>>) -> Self {
-        Gateway { table }
+        Gateway {
+            table,
+            client_cert_headers: ClientCertHeaders::default(),
+        }
+    }
+
+    /// Sets the headers that carry a verified client certificate upstream
+    /// (`gateway.client_cert_headers`).
+    pub fn with_client_cert_headers(mut self, headers: ClientCertHeaders) -> Self {
+        self.client_cert_headers = headers;
+        self
     }
 }
 
@@ -58,6 +73,8 @@ pub struct RequestCtx {
     reused: Option<bool>,
     /// Whether the upstream's response header arrived.
     responded: bool,
+    /// The client certificate verified on this HTTPS connection, if any.
+    client_cert: Option<Arc<ClientIdentity>>,
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -120,6 +137,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.table.load();
+        let tls = client_cert::connection(session);
+        let path = session.req_header().uri.path();
+        match client_cert::check(&table.tls, tls, request_host(session), path) {
+            Verdict::Allow(client) => ctx.client_cert = client,
+            Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
+        }
         let req = session.req_header();
         let route = table
             .router
@@ -177,6 +200,8 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.client_cert_headers
+            .apply(upstream_request, ctx.client_cert.as_deref())?;
         let (Some(route), Some(i)) = (&ctx.route, ctx.node) else {
             return Ok(());
         };
