@@ -17,6 +17,8 @@ use pylon::certs::{self, InitOptions};
 use pylon::config::{self, Loaded};
 use pylon::proxy::Gateway;
 use pylon::upstream::probe::Maintenance;
+use pylon::tls::accept::tls_settings;
+use pylon::tls::client_cert::ClientCertHeaders;
 
 /// Pylon: an API gateway on Pingora with upstream mutual TLS.
 #[derive(Parser)]
@@ -200,15 +202,26 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
+    let headers = &g.client_cert_headers;
+    let client_cert_headers =
+        ClientCertHeaders::new(headers.subject_dn.as_deref(), headers.serial.as_deref()).map_err(
+            |(field, msg)| anyhow::anyhow!("gateway.client_cert_headers.{field}: {msg}"),
+        )?;
     let table = Arc::new(ArcSwap::from_pointee(loaded.compiled.table));
     server.add_service(background_service(
         "upstream maintenance",
         Maintenance::new(table.clone()),
     ));
-    let mut service = pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(table));
+    let gateway = Gateway::new(table.clone()).with_client_cert_headers(client_cert_headers);
+    let mut service = pingora_proxy::http_proxy_service(&server.configuration, gateway);
     for addr in &g.listen {
         service.add_tcp(addr);
         info!("listening on http://{addr}");
+    }
+    for addr in &g.tls_listen {
+        let settings = tls_settings(table.clone(), g.fallback_sni.as_deref())?;
+        service.add_tls_with_settings(addr, None, settings);
+        info!("listening on https://{addr}");
     }
     server.add_service(service);
     server.run_forever();

@@ -3,13 +3,16 @@
 //! failures to status codes with one error-log line each.
 //!
 //! Hooks used, in request order:
-//! - `request_filter`: route lookup; no route → 404 `{"error_msg":"404 Route Not Found"}`.
+//! - `request_filter`: on HTTPS, the client-certificate check (400 without a valid one where
+//!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; no
+//!   route → 404 `{"error_msg":"404 Route Not Found"}`.
 //! - `upstream_peer`: node selection (healthy, untried nodes first); clones the node's
 //!   prebuilt peer, fills in the SNI when it comes from the request, applies the route's
 //!   timeouts. No node → 503. Refuses (502) to connect to a TLS upstream with verification
 //!   on but no name to verify, because Pingora would silently skip verification for an
 //!   empty SNI.
-//! - `upstream_request_filter`: Host per `pass_host`; `X-Forwarded-*` and `X-Real-IP`.
+//! - `upstream_request_filter`: the client-certificate headers (`gateway.client_cert_headers`),
+//!   the Host header per `pass_host`, `X-Forwarded-*` and `X-Real-IP`.
 //! - `upstream_response_filter`: passive health, EWMA sample.
 //! - `fail_to_connect` / `error_while_proxy`: passive health; retries on another node —
 //!   always when the request cannot have reached the upstream (connect, TLS handshake),
@@ -34,6 +37,7 @@ use crate::table::{Route, Table};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::health::Outcome;
 use crate::upstream::select::{Inflight, Tried};
+use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::{peer, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
@@ -42,12 +46,23 @@ pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}";
 /// The gateway's proxy logic. Holds the current table; a reload swaps it atomically.
 pub struct Gateway {
     table: Arc<ArcSwap<Table>>,
+    client_cert_headers: ClientCertHeaders,
 }
 
 impl Gateway {
     /// A gateway serving from `table` (shared with whatever swaps in new versions).
     pub fn new(table: Arc<ArcSwap<Table>>) -> Self {
-        Gateway { table }
+        Gateway {
+            table,
+            client_cert_headers: ClientCertHeaders::default(),
+        }
+    }
+
+    /// Sets the headers that carry a verified client certificate upstream
+    /// (`gateway.client_cert_headers`).
+    pub fn with_client_cert_headers(mut self, headers: ClientCertHeaders) -> Self {
+        self.client_cert_headers = headers;
+        self
     }
 }
 
@@ -74,6 +89,8 @@ pub struct RequestCtx {
     reused: Option<bool>,
     /// Whether the upstream's response header arrived.
     responded: bool,
+    /// The client certificate verified on this HTTPS connection, if any.
+    client_cert: Option<Arc<ClientIdentity>>,
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -154,6 +171,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.table.load();
+        let tls = client_cert::connection(session);
+        let path = session.req_header().uri.path();
+        match client_cert::check(&table.tls, tls, request_host(session), path) {
+            Verdict::Allow(client) => ctx.client_cert = client,
+            Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
+        }
         let req = session.req_header();
         let route = table
             .router
@@ -228,6 +251,8 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.client_cert_headers
+            .apply(upstream_request, ctx.client_cert.as_deref())?;
         let (Some(route), Some(i)) = (&ctx.route, ctx.node) else {
             return Ok(());
         };

@@ -16,6 +16,7 @@ use super::upstream::{compile_upstream, timeouts};
 use super::Problem;
 use crate::router::{method_bit, HostPattern, Matcher, PathPattern, RouterBuilder};
 use crate::table::{Route, Table};
+use crate::tls::store::CertStoreBuilder;
 use crate::tls::{self, PemError};
 use crate::upstream::Upstream;
 
@@ -59,10 +60,10 @@ pub struct Compiled {
 pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     let g = &s.gateway;
     let mut problems = Vec::new();
-    if g.listen.is_empty() {
+    if g.listen.is_empty() && g.tls_listen.is_empty() {
         problems.push(Problem::new(
             "gateway.listen",
-            "at least one listener is required",
+            "at least one listener is required (listen or tls_listen)",
         ));
     }
     for (i, addr) in g.listen.iter().enumerate() {
@@ -73,12 +74,7 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
             ));
         }
     }
-    if !g.tls_listen.is_empty() {
-        problems.push(Problem::new(
-            "gateway.tls_listen",
-            "HTTPS listeners are not supported yet",
-        ));
-    }
+    super::ssl::check_static(g, &mut problems);
     if g.metrics_listen.is_some() {
         problems.push(Problem::new(
             "gateway.metrics_listen",
@@ -91,6 +87,9 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     problems
 }
 
+/// Certificates expiring within this many days get a warning at load.
+pub const EXPIRY_WARNING_DAYS: u32 = 30;
+
 /// State shared by the compile steps.
 pub(super) struct Ctx<'a> {
     base: &'a Path,
@@ -101,6 +100,8 @@ pub(super) struct Ctx<'a> {
     pub(super) cas: HashMap<String, Option<Vec<X509>>>,
     /// Every compiled upstream, named and inline, for the background health checker.
     all_upstreams: Vec<Arc<Upstream>>,
+    /// Server `ssls` entries for the HTTPS listeners.
+    pub(super) server_ssls: CertStoreBuilder,
 }
 
 impl Ctx<'_> {
@@ -124,9 +125,16 @@ impl Ctx<'_> {
         match tls::parse_certs(&pem) {
             Ok(certs) => {
                 for c in &certs {
-                    if let Some(date) = tls::expired(c) {
-                        let subject = tls::subject_string(c);
-                        self.warn(path, format!("certificate {subject} expired on {date}"));
+                    let subject = tls::subject_string(c);
+                    match tls::expiry(c, EXPIRY_WARNING_DAYS) {
+                        tls::Expiry::Fine => {}
+                        tls::Expiry::Expired(date) => {
+                            self.warn(path, format!("certificate {subject} expired on {date}"))
+                        }
+                        tls::Expiry::Soon { date, days } => self.warn(
+                            path,
+                            format!("certificate {subject} expires on {date} (in {days} days)"),
+                        ),
                     }
                 }
                 Some(certs)
@@ -185,6 +193,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         client_certs: HashMap::new(),
         cas: HashMap::new(),
         all_upstreams: Vec::new(),
+        server_ssls: CertStoreBuilder::default(),
     };
     check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
     check_unique(
@@ -250,6 +259,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         table: Table {
             router: router.build(),
             upstreams: cx.all_upstreams,
+            tls: std::mem::take(&mut cx.server_ssls).build(),
         },
         warnings: cx.warnings,
         counts: Counts {
@@ -318,13 +328,21 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
             k,
         ));
     }
-    let mut first = None;
+    let mut loaded = Vec::new();
     for (cp, c, kp, k) in &pairs {
-        let ck = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase");
-        first = first.or(ck);
+        if let Some(ck) = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase") {
+            loaded.push((cp.clone(), ck));
+        }
     }
+    let first = loaded.first().map(|(_, ck)| ck.clone());
     if client && (ssl.snis.is_some() || ssl.sni.is_some()) {
         cx.warn(format!("{path}.snis"), "ignored for type: client");
+    }
+    if client && ssl.client.is_some() {
+        cx.warn(format!("{path}.client"), "ignored for type: client");
+    }
+    if !client {
+        super::ssl::compile_server(cx, path, ssl, &loaded);
     }
     cx.client_certs
         .insert(ssl.id.to_string(), (client, first.filter(|_| client)));

@@ -9,6 +9,7 @@
 mod checks;
 pub mod compile;
 pub mod model;
+pub mod ssl;
 mod upstream;
 
 use std::fmt;
@@ -175,12 +176,14 @@ pub fn load_all(static_path: &Path) -> Result<Loaded, ConfigError> {
     let static_file = load_static(static_path)?;
     let resources_path = base_dir(static_path).join(&static_file.resources);
     let resources = load_resources(&resources_path)?;
-    let compiled = compile(&resources, &base_dir(&resources_path)).map_err(|problems| {
+    let mut compiled = compile(&resources, &base_dir(&resources_path)).map_err(|problems| {
         ConfigError::Invalid {
             file: resources_path.clone(),
             problems,
         }
     })?;
+    let listener = ssl::listener_warnings(&static_file.gateway, &compiled.table.tls);
+    compiled.warnings.extend(listener);
     Ok(Loaded {
         static_file,
         resources_path,

@@ -51,10 +51,12 @@ fn default_resources() -> String {
 pub struct Gateway {
     /// Plain HTTP listeners, `host:port`.
     pub listen: Vec<String>,
-    /// HTTPS listeners (not served yet).
+    /// HTTPS listeners, `host:port`; certificates come from `ssls` by SNI.
     pub tls_listen: Vec<String>,
     /// Certificate name for clients without SNI (APISIX `fallback_sni`; HTTPS listeners).
     pub fallback_sni: Option<String>,
+    /// Headers that carry a verified downstream client certificate upstream.
+    pub client_cert_headers: ClientCertHeaders,
     /// Worker threads per service; `None` = number of CPUs.
     pub threads: Option<usize>,
     /// Let idle worker threads steal tasks (Pingora `work_stealing`).
@@ -83,6 +85,7 @@ impl Default for Gateway {
             listen: vec!["0.0.0.0:9080".into()],
             tls_listen: vec![],
             fallback_sni: None,
+            client_cert_headers: ClientCertHeaders::default(),
             threads: None,
             work_stealing: true,
             pid_file: "/tmp/pylon.pid".into(),
@@ -95,6 +98,18 @@ impl Default for Gateway {
             metrics_listen: None,
         }
     }
+}
+
+/// `gateway.client_cert_headers`: request headers set from the client certificate verified
+/// on an HTTPS listener (see `ssls[].client`). Unset names are not sent. Whatever the client
+/// sends in these headers is always removed first, on every listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientCertHeaders {
+    /// Header for the subject DN, RFC 4514 (nginx `$ssl_client_s_dn`), e.g. `X-Client-DN`.
+    pub subject_dn: Option<String>,
+    /// Header for the serial number, upper-case hex (nginx `$ssl_client_serial`).
+    pub serial: Option<String>,
 }
 
 /// `gateway.access_log`.
@@ -352,7 +367,7 @@ pub struct Ssl {
     /// One server name (server type).
     pub sni: Option<String>,
     /// Downstream mTLS settings (server type).
-    pub client: Option<serde_yaml::Value>,
+    pub client: Option<SslClient>,
     /// TLS versions (server type).
     pub ssl_protocols: Option<Vec<String>>,
     /// 1 = enabled (default), 0 = disabled.
@@ -361,6 +376,18 @@ pub struct Ssl {
     pub create_time: Option<i64>,
     /// Set by APISIX's Admin API; ignored.
     pub update_time: Option<i64>,
+}
+
+/// `ssls[].client`: verify downstream client certificates (APISIX `ssl.client`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslClient {
+    /// Trusted CA certificate(s), PEM text or a path; one certificate or a bundle.
+    pub ca: String,
+    /// Maximum verification depth (APISIX default 1: signed by a CA in `ca`).
+    pub depth: Option<u32>,
+    /// Path regexes (unanchored) that need no client certificate.
+    pub skip_mtls_uri_regex: Option<Vec<String>>,
 }
 
 /// A CA certificate object: one PEM certificate or a bundle.

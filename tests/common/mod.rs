@@ -2,6 +2,8 @@
 //! that records what it saw, and the `pylon` binary run as a child process.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,7 +42,7 @@ impl Pki {
             dir: dir.to_path_buf(),
             server_name: server_name.into(),
             client_name: "client".into(),
-            days: 30,
+            days: 365,
             force: false,
         })
         .unwrap();
@@ -64,7 +66,7 @@ impl Pki {
 
     /// Issues another client certificate `CN=<cn>` into `<cn>.crt` / `<cn>.key`.
     pub fn issue_client(&self, cn: &str) -> (String, String) {
-        let issued = certs::issue(&self.ca, cn, Role::Client, 30).unwrap();
+        let issued = certs::issue(&self.ca, cn, Role::Client, 365).unwrap();
         let crt = self.dir.join(format!("{cn}.crt"));
         let key = self.dir.join(format!("{cn}.key"));
         std::fs::write(&crt, issued.cert.to_pem().unwrap()).unwrap();
@@ -86,6 +88,19 @@ pub struct Seen {
     pub host: String,
     /// Which TLS connection (counts from 1) carried it.
     pub conn: u64,
+    /// Every request header, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The values of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// An HTTPS origin (hyper over OpenSSL) that answers `GET /hello` with `Hello API7!` (and
@@ -164,12 +179,20 @@ impl Origin {
                                 .get("host")
                                 .map(|h| h.to_str().unwrap().to_string())
                                 .unwrap_or_default();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| {
+                                    (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                                })
+                                .collect();
                             seen.lock().unwrap().push(Seen {
                                 cn: cn.clone(),
                                 sni: sni.clone(),
                                 uri: uri.clone(),
                                 host,
                                 conn,
+                                headers,
                             });
                             let body = if req.uri().path() == "/hello" {
                                 "Hello API7!".to_string()
@@ -224,11 +247,16 @@ pub fn pylon_bin() -> &'static str {
 
 /// Writes `pylon.yaml` (listening on `port`) and `resources.yaml` into `dir`.
 pub fn write_config(dir: &Path, port: u16, resources: &str) -> PathBuf {
+    write_config_with(dir, port, "", resources)
+}
+
+/// As [`write_config`], with `gateway_extra` (lines indented by 2 spaces) added to `gateway:`.
+pub fn write_config_with(dir: &Path, port: u16, gateway_extra: &str, resources: &str) -> PathBuf {
     let conf = dir.join("pylon.yaml");
     std::fs::write(
         &conf,
         format!(
-            "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 1\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\nresources: resources.yaml\n",
+            "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 1\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\n{gateway_extra}resources: resources.yaml\n",
             d = dir.display()
         ),
     )
@@ -263,8 +291,13 @@ impl Gateway {
     /// Starts `pylon run` with `resources` and waits (bounded polling) until it accepts
     /// connections. Panics with the gateway's log if it exits or never listens.
     pub fn start(dir: &Path, resources: &str) -> Gateway {
+        Gateway::start_with(dir, "", resources)
+    }
+
+    /// As [`Gateway::start`], with `gateway_extra` added to the static file's `gateway:`.
+    pub fn start_with(dir: &Path, gateway_extra: &str, resources: &str) -> Gateway {
         let port = free_port();
-        let conf = write_config(dir, port, resources);
+        let conf = write_config_with(dir, port, gateway_extra, resources);
         let log = std::fs::File::create(dir.join("pylon.log")).unwrap();
         let child = Command::new(pylon_bin())
             .args(["run", "-c"])
