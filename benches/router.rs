@@ -1,8 +1,9 @@
-//! Route lookup and node selection costs (criterion). Run: `cargo bench --bench router`.
+//! Route lookup and node selection costs (criterion). Run: `cargo bench --bench router`
+//! (add `-- node_selection` or `-- route_lookup` to run one group).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use pylon::router::{HostPattern, Matcher, PathPattern, Router, RouterBuilder};
-use pylon::upstream::balancer::RoundRobin;
+use pylon::upstream::balancer::{Balancer, BalancerKind, RoundRobin};
 
 /// `n` routes: a third exact (`/svc{i}/items`), a third prefix (`/svc{i}/api/*`), a third
 /// host-qualified exact (`api{i}.example.com` + `/svc{i}/host`).
@@ -53,10 +54,37 @@ fn route_lookup(c: &mut Criterion) {
     g.finish();
 }
 
-fn roundrobin(c: &mut Criterion) {
+/// Node selection per balancer type over 10 nodes (weights 1..=10), every node usable.
+fn node_selection(c: &mut Criterion) {
+    let ids: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}:80")).collect();
+    let weights: Vec<u32> = (1..=10).collect();
+    let inflight: Vec<usize> = (0..10).map(|i| i % 3).collect();
+    let ewma: Vec<f64> = (0..10).map(|i| 1e6 + f64::from(i) * 1e5).collect();
+    let mut g = c.benchmark_group("node_selection");
+    for (name, kind) in [
+        ("roundrobin", BalancerKind::RoundRobin),
+        ("chash", BalancerKind::Chash),
+        ("least_conn", BalancerKind::LeastConn),
+        ("ewma", BalancerKind::Ewma),
+    ] {
+        let b = Balancer::new(kind, &ids, &weights).expect("non-zero weights");
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                b.select(
+                    black_box(b"203.0.113.7"),
+                    |_| true,
+                    |i| inflight[i],
+                    |i| ewma[i],
+                )
+            })
+        });
+    }
     let rr = RoundRobin::new(&[5, 1, 1, 1, 1]).expect("non-zero weights");
-    c.bench_function("roundrobin_next", |b| b.iter(|| black_box(rr.next())));
+    g.bench_function("roundrobin_next_unchecked", |b| {
+        b.iter(|| black_box(rr.next()))
+    });
+    g.finish();
 }
 
-criterion_group!(benches, route_lookup, roundrobin);
+criterion_group!(benches, route_lookup, node_selection);
 criterion_main!(benches);

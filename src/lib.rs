@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod forwarding;
 pub mod ops;
 pub mod proxy;
 pub mod router;

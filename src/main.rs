@@ -9,10 +9,14 @@ use clap::{Parser, Subcommand};
 use log::{info, warn};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 
 use pylon::certs::{self, InitOptions};
 use pylon::config::{self, Loaded};
 use pylon::proxy::Gateway;
+use pylon::tls::accept::tls_settings;
+use pylon::tls::client_cert::ClientCertHeaders;
+use pylon::upstream::probe::Maintenance;
 
 /// Pylon: an API gateway on Pingora with upstream mutual TLS.
 #[derive(Parser)]
@@ -205,19 +209,31 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
+    let headers = &g.client_cert_headers;
+    let client_cert_headers =
+        ClientCertHeaders::new(headers.subject_dn.as_deref(), headers.serial.as_deref()).map_err(
+            |(field, msg)| anyhow::anyhow!("gateway.client_cert_headers.{field}: {msg}"),
+        )?;
     let (ops, table) = pylon::ops::Operations::new(conf, loaded)?;
-    let mut service = pylon::ops::proxy_service(&server.configuration, Gateway::new(table));
+    server.add_service(background_service(
+        "upstream maintenance",
+        Maintenance::new(table.clone()),
+    ));
+    let gateway = Gateway::new(table.clone()).with_client_cert_headers(client_cert_headers);
+    let mut service = pylon::ops::proxy_service(&server.configuration, gateway);
     for addr in &g.listen {
         service.add_tcp(addr);
         info!("listening on http://{addr}");
+    }
+    for addr in &g.tls_listen {
+        let settings = tls_settings(table.clone(), g.fallback_sni.as_deref())?;
+        service.add_tls_with_settings(addr, None, settings);
+        info!("listening on https://{addr}");
     }
     server.add_service(service);
     if let Some(listen) = &g.metrics_listen {
         server.add_service(pylon::ops::metrics_service(listen)?);
     }
-    server.add_service(pingora_core::services::background::background_service(
-        "operations",
-        ops,
-    ));
+    server.add_service(background_service("operations", ops));
     server.run_forever();
 }

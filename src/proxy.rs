@@ -3,29 +3,41 @@
 //! failures to status codes with one error-log line each.
 //!
 //! Hooks used, in request order:
-//! - `request_filter`: route lookup; no route → 404 `{"error_msg":"404 Route Not Found"}`.
-//! - `upstream_peer`: node selection; clones the node's prebuilt peer, fills in the SNI when
-//!   it comes from the request, applies the route's timeouts. Refuses (502) to connect to a
-//!   TLS upstream with verification on but no name to verify, because Pingora would silently
-//!   skip verification for an empty SNI.
-//! - `upstream_request_filter`: the Host header per `pass_host`.
-//! - `fail_to_connect` / `fail_to_proxy`: retries on connect failures, status mapping
-//!   (refused/reset/TLS → 502, timeouts → 504), one log line naming route, upstream, node and
-//!   cause.
+//! - `request_filter`: on HTTPS, the client-certificate check (400 without a valid one where
+//!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; no
+//!   route → 404 `{"error_msg":"404 Route Not Found"}`.
+//! - `upstream_peer`: node selection (healthy, untried nodes first); clones the node's
+//!   prebuilt peer, fills in the SNI when it comes from the request, applies the route's
+//!   timeouts. No node → 503. Refuses (502) to connect to a TLS upstream with verification
+//!   on but no name to verify, because Pingora would silently skip verification for an
+//!   empty SNI.
+//! - `upstream_request_filter`: the client-certificate headers (`gateway.client_cert_headers`),
+//!   the Host header per `pass_host`, `X-Forwarded-*` and `X-Real-IP`.
+//! - `upstream_response_filter`: passive health, EWMA sample.
+//! - `fail_to_connect` / `error_while_proxy`: passive health; retries on another node —
+//!   always when the request cannot have reached the upstream (connect, TLS handshake),
+//!   otherwise only for idempotent methods before any response arrived.
+//! - `fail_to_proxy`: status mapping (refused/reset/TLS → 502, timeouts → 504) and one log
+//!   line naming route, upstream, node and cause.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, warn};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::router::host_without_port;
+use crate::forwarding::{hash_key_bytes, request_host, set_forwarding_headers};
 use crate::table::{Route, Table};
+use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
+use crate::upstream::balancer::Balancer;
+use crate::upstream::health::Outcome;
+use crate::upstream::select::{Inflight, Tried};
 use crate::upstream::{peer, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
@@ -34,12 +46,23 @@ pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}";
 /// The gateway's proxy logic. Holds the current table; a reload swaps it atomically.
 pub struct Gateway {
     table: Arc<ArcSwap<Table>>,
+    client_cert_headers: ClientCertHeaders,
 }
 
 impl Gateway {
     /// A gateway serving from `table` (shared with whatever swaps in new versions).
     pub fn new(table: Arc<ArcSwap<Table>>) -> Self {
-        Gateway { table }
+        Gateway {
+            table,
+            client_cert_headers: ClientCertHeaders::default(),
+        }
+    }
+
+    /// Sets the headers that carry a verified client certificate upstream
+    /// (`gateway.client_cert_headers`).
+    pub fn with_client_cert_headers(mut self, headers: ClientCertHeaders) -> Self {
+        self.client_cert_headers = headers;
+        self
     }
 }
 
@@ -51,13 +74,23 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     /// Index of the node picked for the current try.
     node: Option<usize>,
-    /// Connection attempts made so far.
+    /// Nodes tried so far.
+    tried: Tried,
+    /// Tries made so far.
     tries: u32,
+    /// When the first try started (for `retry_timeout`).
+    first_try: Option<Instant>,
+    /// When the current try started (for the EWMA sample).
+    try_start: Option<Instant>,
+    /// Counts this request on its node while alive.
+    inflight: Option<Inflight>,
     /// Whether the current upstream connection was reused from the pool (`None` before one
     /// is established).
     reused: Option<bool>,
     /// Whether the upstream's response header arrived.
     responded: bool,
+    /// The client certificate verified on this HTTPS connection, if any.
+    client_cert: Option<Arc<ClientIdentity>>,
     /// Timing and upstream facts for the access log and metrics.
     ops: crate::ops::RequestOps,
 }
@@ -70,18 +103,6 @@ const CLOSED_AFTER_HANDSHAKE: &str = "the upstream closed the connection right a
      handshake, before responding: with TLS 1.3 this is how a rejected or missing client \
      certificate shows (check tls.client_cert_id and the CA the upstream trusts)";
 
-/// The client's host name: the Host header (or the URI's authority, for HTTP/2), without port.
-fn request_host(session: &Session) -> &str {
-    let req = session.req_header();
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    host_without_port(raw)
-}
-
 fn node_label(ctx: &RequestCtx) -> &str {
     match (&ctx.route, ctx.node) {
         (Some(r), Some(i)) => &r.upstream.nodes[i].label,
@@ -89,18 +110,21 @@ fn node_label(ctx: &RequestCtx) -> &str {
     }
 }
 
-/// Status for a proxy error: explicit HTTP statuses as given; timeouts 504; other upstream
-/// failures 502; downstream failures 400 (0 when the client is gone); internal 500.
+fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout
+    )
+}
+
+/// Status for a proxy error: explicit HTTP statuses as given; upstream timeouts 504; other
+/// upstream failures 502; downstream failures 400 (0 when the client is gone); internal 500.
 fn status_for(e: &Error) -> u16 {
-    use pingora_core::ErrorSource;
     use ErrorType::*;
     match e.etype() {
         HTTPStatus(code) => *code,
-        ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout
-            if e.esource() == &ErrorSource::Upstream =>
-        {
-            504
-        }
+        _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
@@ -109,6 +133,33 @@ fn status_for(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
+    }
+}
+
+impl RequestCtx {
+    /// Records a failure of the current try for passive health checks.
+    fn report_failure(&self, e: &Error) {
+        if let (Some(route), Some(i)) = (&self.route, self.node) {
+            let outcome = if is_timeout(e) {
+                Outcome::Timeout
+            } else {
+                Outcome::TcpFailure
+            };
+            route.upstream.report_passive(i, outcome);
+        }
+    }
+
+    /// Whether the upstream's retry budget allows another try on an untried node.
+    fn may_retry(&self) -> bool {
+        let Some(route) = &self.route else {
+            return false;
+        };
+        let up = &route.upstream;
+        let in_time = match (up.retry_timeout, self.first_try) {
+            (Some(limit), Some(start)) => start.elapsed() < limit,
+            _ => true,
+        };
+        self.tries <= up.retries && in_time && up.has_untried(&self.tried)
     }
 }
 
@@ -122,6 +173,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.table.load();
+        let tls = client_cert::connection(session);
+        let path = session.req_header().uri.path();
+        match client_cert::check(&table.tls, tls, request_host(session), path) {
+            Verdict::Allow(client) => ctx.client_cert = client,
+            Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
+        }
         let req = session.req_header();
         let route = table
             .router
@@ -149,12 +206,29 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let upstream = &route.upstream;
-        let index = upstream.balancer.next();
+        let key = match &upstream.hash_key {
+            Some(k) => hash_key_bytes(session, k),
+            None => std::borrow::Cow::Borrowed(&[][..]),
+        };
+        let Some(index) = upstream.pick(&key, &ctx.tried) else {
+            ctx.node = None;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                "no available node (no node resolves, or every node was tried)",
+            );
+        };
+        let now = Instant::now();
+        ctx.first_try.get_or_insert(now);
+        ctx.try_start = Some(now);
         ctx.node = Some(index);
+        ctx.tried.insert(index);
         ctx.tries += 1;
         ctx.ops.upstream_attempt();
+        ctx.responded = false;
+        ctx.reused = None;
+        ctx.inflight = Some(Inflight::start(upstream.clone(), index));
         let node = &upstream.nodes[index];
-        let mut peer = Box::new(node.peer.clone());
+        let mut peer = Box::new(HttpPeer::clone(&node.peer.load()));
         if upstream.tls && upstream.sni == SniSource::RequestHost {
             let host = request_host(session);
             if host.parse::<std::net::IpAddr>().is_err() {
@@ -176,10 +250,12 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.client_cert_headers
+            .apply(upstream_request, ctx.client_cert.as_deref())?;
         let (Some(route), Some(i)) = (&ctx.route, ctx.node) else {
             return Ok(());
         };
@@ -193,35 +269,7 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
         }
-        Ok(())
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        if let Some(route) = &ctx.route {
-            let upstream = &route.upstream;
-            crate::ops::metrics::upstream_failure(
-                &upstream.id,
-                crate::ops::metrics::failure_cause(&e),
-            );
-            let retries = upstream.retries;
-            if ctx.tries <= retries {
-                warn!(
-                    "route {} upstream {} node {}: connect failed, retrying on another node: {}",
-                    route.id,
-                    upstream.id,
-                    node_label(ctx),
-                    e
-                );
-                e.set_retry(true);
-            }
-        }
-        e
+        set_forwarding_headers(session, upstream_request)
     }
 
     async fn connected_to_upstream(
@@ -245,6 +293,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.responded = true;
         ctx.ops.upstream_header(upstream_response.status.as_u16());
+        if let (Some(route), Some(i)) = (&ctx.route, ctx.node) {
+            let up = &route.upstream;
+            up.report_passive(i, Outcome::Status(upstream_response.status.as_u16()));
+            if let (Balancer::Ewma { .. }, Some(start)) = (&up.balancer, ctx.try_start) {
+                up.nodes[i].load.observe(start.elapsed());
+            }
+        }
         Ok(())
     }
 
@@ -273,6 +328,57 @@ impl ProxyHttp for Gateway {
         crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops);
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.report_failure(&e);
+        if let Some(route) = &ctx.route {
+            let cause = crate::ops::metrics::failure_cause(&e);
+            crate::ops::metrics::upstream_failure(&route.upstream.id, cause);
+        }
+        // Nothing reached the upstream: any method may be retried on another node.
+        if ctx.may_retry() {
+            if let Some(route) = &ctx.route {
+                warn!(
+                    "route {} upstream {} node {}: connect failed, retrying on another node: {}",
+                    route.id,
+                    route.upstream.id,
+                    node_label(ctx),
+                    e
+                );
+            }
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        // A pooled connection the upstream had closed: retry it like Pingora does.
+        let stale_pooled = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        if !stale_pooled {
+            ctx.report_failure(&e);
+        }
+        let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
+        e.set_retry(retry);
+        e
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -285,7 +391,7 @@ impl ProxyHttp for Gateway {
                 let closed_early = route.upstream.tls
                     && ctx.reused == Some(false)
                     && !ctx.responded
-                    && e.esource() == &pingora_core::ErrorSource::Upstream
+                    && e.esource() == &ErrorSource::Upstream
                     && matches!(
                         e.etype(),
                         ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed

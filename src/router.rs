@@ -206,11 +206,6 @@ impl<T> Router<T> {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Every route value, in file order.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.entries.iter().map(|(_, v)| v)
-    }
 }
 
 /// The host name of a `Host` header value: port removed, IPv6 brackets kept off

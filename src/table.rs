@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::router::Router;
+use crate::tls::store::CertStore;
 use crate::upstream::{Timeouts, Upstream};
 
 /// A compiled route: its id and the upstream it proxies to.
@@ -22,6 +23,10 @@ pub struct Route {
 pub struct Table {
     /// Host + method + path → route.
     pub router: Router<Arc<Route>>,
+    /// Every upstream in use (named and inline), for background health checks and DNS.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Server certificates for the HTTPS listeners, by SNI.
+    pub tls: CertStore,
 }
 
 impl Table {
@@ -29,6 +34,8 @@ impl Table {
     pub fn empty() -> Self {
         Table {
             router: crate::router::RouterBuilder::default().build(),
+            upstreams: Vec::new(),
+            tls: CertStore::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::upstream::{compile_upstream, timeouts};
 use super::Problem;
 use crate::router::{method_bit, HostPattern, Matcher, PathPattern, RouterBuilder};
 use crate::table::{Route, Table};
+use crate::tls::store::CertStoreBuilder;
 use crate::tls::{self, PemError};
 use crate::upstream::Upstream;
 
@@ -62,10 +63,10 @@ pub struct Compiled {
 pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     let g = &s.gateway;
     let mut problems = Vec::new();
-    if g.listen.is_empty() {
+    if g.listen.is_empty() && g.tls_listen.is_empty() {
         problems.push(Problem::new(
             "gateway.listen",
-            "at least one listener is required",
+            "at least one listener is required (listen or tls_listen)",
         ));
     }
     for (i, addr) in g.listen.iter().enumerate() {
@@ -76,12 +77,7 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
             ));
         }
     }
-    if !g.tls_listen.is_empty() {
-        problems.push(Problem::new(
-            "gateway.tls_listen",
-            "HTTPS listeners are not supported yet",
-        ));
-    }
+    super::ssl::check_static(g, &mut problems);
     if let Some(Err(e)) = g
         .metrics_listen
         .as_deref()
@@ -95,6 +91,9 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     problems
 }
 
+/// Certificates expiring within this many days get a warning at load.
+pub const EXPIRY_WARNING_DAYS: u32 = 30;
+
 /// State shared by the compile steps.
 pub(super) struct Ctx<'a> {
     base: &'a Path,
@@ -103,6 +102,10 @@ pub(super) struct Ctx<'a> {
     pub(super) client_certs: HashMap<String, (bool, Option<Arc<CertKey>>)>,
     /// CA bundles by id; `None` for an object that failed to load (reported at its path).
     pub(super) cas: HashMap<String, Option<Vec<X509>>>,
+    /// Every compiled upstream, named and inline, for the background health checker.
+    all_upstreams: Vec<Arc<Upstream>>,
+    /// Server `ssls` entries for the HTTPS listeners.
+    pub(super) server_ssls: CertStoreBuilder,
     inventory: Inventory,
 }
 
@@ -130,9 +133,16 @@ impl Ctx<'_> {
         match tls::parse_certs(&pem) {
             Ok(certs) => {
                 for c in &certs {
-                    if let Some(date) = tls::expired(c) {
-                        let subject = tls::subject_string(c);
-                        self.warn(path, format!("certificate {subject} expired on {date}"));
+                    let subject = tls::subject_string(c);
+                    match tls::expiry(c, EXPIRY_WARNING_DAYS) {
+                        tls::Expiry::Fine => {}
+                        tls::Expiry::Expired(date) => {
+                            self.warn(path, format!("certificate {subject} expired on {date}"))
+                        }
+                        tls::Expiry::Soon { date, days } => self.warn(
+                            path,
+                            format!("certificate {subject} expires on {date} (in {days} days)"),
+                        ),
                     }
                 }
                 Some(certs)
@@ -190,6 +200,8 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
         warnings: Vec::new(),
         client_certs: HashMap::new(),
         cas: HashMap::new(),
+        all_upstreams: Vec::new(),
+        server_ssls: CertStoreBuilder::default(),
         inventory: Inventory::default(),
     };
     check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
@@ -224,11 +236,12 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
             None => cx.problem(format!("{path}.id"), "required"),
             Some(id) => {
                 let up = compile_upstream(&mut cx, &path, &id.to_string(), u).map(Arc::new);
+                cx.all_upstreams.extend(up.clone());
                 upstreams.insert(id.to_string(), up);
             }
         }
     }
-    let mut services: HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)> = HashMap::new();
+    let mut services: HashMap<String, ServiceParts> = HashMap::new();
     for (i, s) in res.services.iter().enumerate() {
         let path = format!("services[{i}]");
         check_no_plugins(&mut cx, &path, &s.plugins);
@@ -240,7 +253,8 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
             &upstreams,
         );
         let hosts = host_patterns(&mut cx, &format!("{path}.hosts"), s.hosts.iter().flatten());
-        services.insert(s.id.to_string(), (upstream, hosts));
+        let declared = s.upstream_id.is_some() || s.upstream.is_some();
+        services.insert(s.id.to_string(), (upstream, declared, hosts));
     }
     let mut router = RouterBuilder::default();
     for (i, r) in res.routes.iter().enumerate() {
@@ -259,6 +273,8 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
     Ok(Compiled {
         table: Table {
             router: router.build(),
+            upstreams: cx.all_upstreams,
+            tls: std::mem::take(&mut cx.server_ssls).build(),
         },
         warnings: cx.warnings,
         counts: Counts {
@@ -328,18 +344,24 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
             k,
         ));
     }
-    let mut first = None;
+    let mut loaded = Vec::new();
     for (cp, c, kp, k) in &pairs {
-        let ck = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase");
-        if let Some(ck) = &ck {
+        if let Some(ck) = cx.cert_key((cp, c), (kp, k), pass, "key_passphrase") {
             let id = ssl.id.to_string();
             cx.inventory
                 .certs(CertKind::Ssl, &id, std::slice::from_ref(ck.leaf()));
+            loaded.push((cp.clone(), ck));
         }
-        first = first.or(ck);
     }
+    let first = loaded.first().map(|(_, ck)| ck.clone());
     if client && (ssl.snis.is_some() || ssl.sni.is_some()) {
         cx.warn(format!("{path}.snis"), "ignored for type: client");
+    }
+    if client && ssl.client.is_some() {
+        cx.warn(format!("{path}.client"), "ignored for type: client");
+    }
+    if !client {
+        super::ssl::compile_server(cx, path, ssl, &loaded);
     }
     cx.client_certs
         .insert(ssl.id.to_string(), (client, first.filter(|_| client)));
@@ -376,7 +398,9 @@ fn pick_upstream(
                 u.id.as_ref()
                     .map(|i| i.to_string())
                     .unwrap_or_else(|| up_path.clone());
-            compile_upstream(cx, &up_path, &id, u).map(Arc::new)
+            let up = compile_upstream(cx, &up_path, &id, u).map(Arc::new);
+            cx.all_upstreams.extend(up.clone());
+            up
         }
         (None, None) => None,
     }
@@ -397,6 +421,10 @@ fn host_patterns<'a>(
         .collect()
 }
 
+/// A compiled service: its upstream (`None` if it declares none or that one failed), whether
+/// it declares one, and its hosts.
+type ServiceParts = (Option<Arc<Upstream>>, bool, Vec<HostPattern>);
+
 /// Named upstreams by id; `None` for one that failed to compile (reported at its path).
 type Upstreams = HashMap<String, Option<Arc<Upstream>>>;
 
@@ -407,7 +435,7 @@ fn compile_route(
     path: &str,
     r: &model::Route,
     upstreams: &Upstreams,
-    services: &HashMap<String, (Option<Arc<Upstream>>, Vec<HostPattern>)>,
+    services: &HashMap<String, ServiceParts>,
 ) -> Option<RouteParts> {
     let before = cx.problems.len();
     check_no_plugins(cx, path, &r.plugins);
@@ -463,10 +491,12 @@ fn compile_route(
     );
 
     let mut service_upstream = None;
+    let mut service_declares = false;
     if let Some(sid) = &r.service_id {
         match services.get(&sid.to_string()) {
-            Some((up, service_hosts)) => {
+            Some((up, declared, service_hosts)) => {
                 service_upstream = up.clone();
+                service_declares = *declared;
                 if hosts.is_empty() {
                     hosts = service_hosts.clone();
                 }
@@ -485,7 +515,8 @@ fn compile_route(
         upstreams,
     );
     let upstream = own.or(service_upstream);
-    if upstream.is_none() && cx.problems.len() == before {
+    let declared = r.upstream_id.is_some() || r.upstream.is_some() || service_declares;
+    if upstream.is_none() && !declared && cx.problems.len() == before {
         cx.problem(
             path,
             "no upstream: set upstream_id, upstream, or a service_id whose service has one",

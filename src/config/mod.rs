@@ -6,9 +6,11 @@
 //! problem collected with its path) → `Table`. `pylon check`, `pylon run` and (later) reloads
 //! all go through [`load_all`], so they report the same messages.
 
+mod checks;
 pub mod compile;
 pub mod inventory;
 pub mod model;
+pub mod ssl;
 mod upstream;
 
 use std::fmt;
@@ -175,12 +177,14 @@ pub fn load_all(static_path: &Path) -> Result<Loaded, ConfigError> {
     let static_file = load_static(static_path)?;
     let resources_path = base_dir(static_path).join(&static_file.resources);
     let resources = load_resources(&resources_path)?;
-    let compiled = compile(&resources, &base_dir(&resources_path)).map_err(|problems| {
+    let mut compiled = compile(&resources, &base_dir(&resources_path)).map_err(|problems| {
         ConfigError::Invalid {
             file: resources_path.clone(),
             problems,
         }
     })?;
+    let listener = ssl::listener_warnings(&static_file.gateway, &compiled.table.tls);
+    compiled.warnings.extend(listener);
     Ok(Loaded {
         static_file,
         resources_path,

@@ -51,10 +51,12 @@ fn default_resources() -> String {
 pub struct Gateway {
     /// Plain HTTP listeners, `host:port`.
     pub listen: Vec<String>,
-    /// HTTPS listeners (not served yet).
+    /// HTTPS listeners, `host:port`; certificates come from `ssls` by SNI.
     pub tls_listen: Vec<String>,
     /// Certificate name for clients without SNI (APISIX `fallback_sni`; HTTPS listeners).
     pub fallback_sni: Option<String>,
+    /// Headers that carry a verified downstream client certificate upstream.
+    pub client_cert_headers: ClientCertHeaders,
     /// Worker threads per service; `None` = number of CPUs.
     pub threads: Option<usize>,
     /// Let idle worker threads steal tasks (Pingora `work_stealing`).
@@ -86,6 +88,7 @@ impl Default for Gateway {
             listen: vec!["0.0.0.0:9080".into()],
             tls_listen: vec![],
             fallback_sni: None,
+            client_cert_headers: ClientCertHeaders::default(),
             threads: None,
             work_stealing: true,
             pid_file: "/tmp/pylon.pid".into(),
@@ -98,6 +101,18 @@ impl Default for Gateway {
             metrics_listen: None,
         }
     }
+}
+
+/// `gateway.client_cert_headers`: request headers set from the client certificate verified
+/// on an HTTPS listener (see `ssls[].client`). Unset names are not sent. Whatever the client
+/// sends in these headers is always removed first, on every listener.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientCertHeaders {
+    /// Header for the subject DN, RFC 4514 (nginx `$ssl_client_s_dn`), e.g. `X-Client-DN`.
+    pub subject_dn: Option<String>,
+    /// Header for the serial number, upper-case hex (nginx `$ssl_client_serial`).
+    pub serial: Option<String>,
 }
 
 /// `gateway.access_log`.
@@ -255,8 +270,8 @@ pub struct Upstream {
     pub retry_timeout: Option<f64>,
     /// Upstream connection reuse.
     pub keepalive_pool: Option<KeepalivePool>,
-    /// Health checks (APISIX schema; not supported yet).
-    pub checks: Option<serde_yaml::Value>,
+    /// Health checks (APISIX `health_checker` schema).
+    pub checks: Option<Checks>,
     /// Upstream TLS.
     pub tls: Option<UpstreamTls>,
     /// Set by APISIX's Admin API; ignored.
@@ -355,7 +370,7 @@ pub struct Ssl {
     /// One server name (server type).
     pub sni: Option<String>,
     /// Downstream mTLS settings (server type).
-    pub client: Option<serde_yaml::Value>,
+    pub client: Option<SslClient>,
     /// TLS versions (server type).
     pub ssl_protocols: Option<Vec<String>>,
     /// 1 = enabled (default), 0 = disabled.
@@ -364,6 +379,18 @@ pub struct Ssl {
     pub create_time: Option<i64>,
     /// Set by APISIX's Admin API; ignored.
     pub update_time: Option<i64>,
+}
+
+/// `ssls[].client`: verify downstream client certificates (APISIX `ssl.client`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslClient {
+    /// Trusted CA certificate(s), PEM text or a path; one certificate or a bundle.
+    pub ca: String,
+    /// Maximum verification depth (APISIX default 1: signed by a CA in `ca`).
+    pub depth: Option<u32>,
+    /// Path regexes (unanchored) that need no client certificate.
+    pub skip_mtls_uri_regex: Option<Vec<String>>,
 }
 
 /// A CA certificate object: one PEM certificate or a bundle.
@@ -405,4 +432,108 @@ impl<'de> Deserialize<'de> for Nodes {
         }
         d.deserialize_any(NodesVisitor)
     }
+}
+
+/// `upstreams[].checks` (APISIX's `health_checker` schema; defaults from APISIX's
+/// `schema_def.lua`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Probes sent by the gateway.
+    pub active: Option<ActiveCheck>,
+    /// Judgement from real traffic.
+    pub passive: Option<PassiveCheck>,
+}
+
+/// `checks.active`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveCheck {
+    /// `http` (default), `https` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Seconds each probe may take (default 1).
+    pub timeout: Option<f64>,
+    /// Probes in flight at once (accepted; Pylon probes every node concurrently).
+    pub concurrency: Option<u32>,
+    /// Host header of http(s) probes (default: the node's Host per `pass_host`).
+    pub host: Option<String>,
+    /// Port to probe instead of the node's.
+    pub port: Option<u16>,
+    /// Path of http(s) probes (default `/`).
+    pub http_path: Option<String>,
+    /// Verify the certificate of https probes (default true; the upstream's `tls.verify`
+    /// applies too).
+    pub https_verify_certificate: Option<bool>,
+    /// Extra request headers, each `"Name: value"`.
+    pub req_headers: Option<Vec<String>>,
+    /// When a healthy node is probed and what counts as success.
+    pub healthy: Option<ActiveHealthy>,
+    /// When an unhealthy node is probed and what counts as failure.
+    pub unhealthy: Option<ActiveUnhealthy>,
+}
+
+/// `checks.active.healthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthy {
+    /// Seconds between probes of a healthy node (default 1).
+    pub interval: Option<f64>,
+    /// Statuses that count as success (default `[200, 302]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive successes that mark an unhealthy node healthy (default 2).
+    pub successes: Option<u32>,
+}
+
+/// `checks.active.unhealthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveUnhealthy {
+    /// Seconds between probes of an unhealthy node (default 1).
+    pub interval: Option<f64>,
+    /// Statuses that count as failure (default `[429, 404, 500, 501, 502, 503, 504, 505]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive bad statuses that mark a node unhealthy (default 5).
+    pub http_failures: Option<u32>,
+    /// Consecutive connection failures that mark a node unhealthy (default 2).
+    pub tcp_failures: Option<u32>,
+    /// Consecutive timeouts that mark a node unhealthy (default 3).
+    pub timeouts: Option<u32>,
+}
+
+/// `checks.passive`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveCheck {
+    /// `http` (default), `https` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// What counts as success.
+    pub healthy: Option<PassiveHealthy>,
+    /// What counts as failure.
+    pub unhealthy: Option<PassiveUnhealthy>,
+}
+
+/// `checks.passive.healthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthy {
+    /// Statuses that count as success (default 200–208, 226, 300–308).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive successes that mark a node healthy (default 5).
+    pub successes: Option<u32>,
+}
+
+/// `checks.passive.unhealthy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveUnhealthy {
+    /// Statuses that count as failure (default `[429, 500, 503]`).
+    pub http_statuses: Option<Vec<u16>>,
+    /// Consecutive bad statuses that mark a node unhealthy (default 5).
+    pub http_failures: Option<u32>,
+    /// Consecutive connection failures that mark a node unhealthy (default 2).
+    pub tcp_failures: Option<u32>,
+    /// Consecutive timeouts that mark a node unhealthy (default 7).
+    pub timeouts: Option<u32>,
 }

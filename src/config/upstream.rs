@@ -1,15 +1,20 @@
 //! Compiles one upstream: balancer, nodes (resolved here, once), Host and SNI rules, and the
 //! TLS settings (client certificate, CA bundle, verify) baked into each node's peer.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use openssl::x509::X509;
 
 use super::compile::Ctx;
 use super::model::{self, Nodes};
-use crate::upstream::balancer::RoundRobin;
+use crate::upstream::balancer::{Balancer, BalancerKind};
+use crate::upstream::health::NodeHealth;
+use crate::upstream::load::NodeLoad;
 use crate::upstream::peer::{self, PeerTls};
 use crate::upstream::{Node, PassHost, SniSource, Timeouts, Upstream};
 
@@ -66,17 +71,22 @@ pub(super) fn compile_upstream(
     u: &model::Upstream,
 ) -> Option<Upstream> {
     let before = cx.problems.len();
-    match u.kind.as_deref() {
-        None | Some("roundrobin") => {}
-        Some(t @ ("chash" | "least_conn" | "ewma")) => cx.problem(
-            format!("{path}.type"),
-            format!("{t:?} is not supported yet: use roundrobin"),
-        ),
-        Some(t) => cx.problem(
-            format!("{path}.type"),
-            format!("{t:?} is not a balancer type: use roundrobin, chash, least_conn or ewma"),
-        ),
-    }
+    let kind = match u.kind.as_deref() {
+        None | Some("roundrobin") => BalancerKind::RoundRobin,
+        Some("chash") => BalancerKind::Chash,
+        Some("least_conn") => BalancerKind::LeastConn,
+        Some("ewma") => BalancerKind::Ewma,
+        Some(t) => {
+            cx.problem(
+                format!("{path}.type"),
+                format!("{t:?} is not a balancer type: use roundrobin, chash, least_conn or ewma"),
+            );
+            BalancerKind::RoundRobin
+        }
+    };
+    let hash_key = (kind == BalancerKind::Chash)
+        .then(|| super::checks::hash_key(cx, path, u.hash_on.as_deref(), u.key.as_deref()))
+        .flatten();
     let tls = match u.scheme.as_deref() {
         None | Some("http") => false,
         Some("https") => true,
@@ -88,12 +98,13 @@ pub(super) fn compile_upstream(
             false
         }
     };
-    if u.checks.is_some() {
-        cx.problem(
-            format!("{path}.checks"),
-            "health checks are not supported yet",
-        );
-    }
+    let health = u.checks.as_ref().map(|c| {
+        Arc::new(super::checks::compile_checks(
+            cx,
+            &format!("{path}.checks"),
+            c,
+        ))
+    });
     let pass_host = match (u.pass_host.as_deref(), &u.upstream_host) {
         (None | Some("pass"), _) => PassHost::Pass,
         (Some("node"), _) => PassHost::Node,
@@ -128,6 +139,16 @@ pub(super) fn compile_upstream(
             .map(|v| seconds(cx, &format!("{path}.keepalive_pool.idle_timeout"), Some(v), Duration::ZERO))
     });
 
+    let retry_timeout = match u.retry_timeout {
+        None => None,
+        Some(0.0) => None,
+        Some(v) => Some(seconds(
+            cx,
+            &format!("{path}.retry_timeout"),
+            Some(v),
+            Duration::ZERO,
+        )),
+    };
     let (peer_tls, tls_sni) = upstream_tls(cx, path, tls, u.tls.as_ref());
     let sni_source = match (&tls_sni, &pass_host) {
         (None, PassHost::Pass) => SniSource::RequestHost,
@@ -167,20 +188,28 @@ pub(super) fn compile_upstream(
     for (npath, host, port, weight) in &nodes {
         let port = port.unwrap_or(default_port);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addr = match (bare, port).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
+        // Resolved once here; names are re-resolved in the background, never per request.
+        let resolved = (bare, port).to_socket_addrs().map(|mut a| a.next());
+        let addr = match resolved {
+            Ok(Some(a)) => Some(a),
             Ok(None) => {
-                cx.problem(format!("{npath}.host"), format!("{host:?} has no address"));
-                continue;
+                cx.warn(
+                    format!("{npath}.host"),
+                    format!("{host:?} has no address: node skipped until it resolves"),
+                );
+                None
             }
             Err(e) => {
-                cx.problem(
+                cx.warn(
                     format!("{npath}.host"),
-                    format!("cannot resolve {host:?}: {e}"),
+                    format!("cannot resolve {host:?} ({e}): node skipped until it resolves"),
                 );
-                continue;
+                None
             }
         };
+        if port == 0 {
+            cx.problem(format!("{npath}.port"), "must be 1-65535");
+        }
         let host_part = if bare.contains(':') {
             format!("[{bare}]")
         } else {
@@ -207,16 +236,24 @@ pub(super) fn compile_upstream(
         if tls && peer_tls.verify && sni_source == SniSource::Fixed && sni.is_empty() {
             unnamed.push(format!("{host_part}:{port}"));
         }
-        let mut p = peer::build(addr, tls.then_some(&peer_tls), &sni, &t);
+        let placeholder = SocketAddr::from(([0, 0, 0, 0], port));
+        let mut p = peer::build(
+            addr.unwrap_or(placeholder),
+            tls.then_some(&peer_tls),
+            &sni,
+            &t,
+        );
         p.options.idle_timeout = idle;
-        compiled.push((
-            *weight,
-            Node {
-                label: format!("{host_part}:{port}"),
-                host_header,
-                peer: p,
-            },
-        ));
+        compiled.push(Node {
+            label: format!("{host_part}:{port}"),
+            host_header,
+            peer: ArcSwap::from_pointee(p),
+            resolved: AtomicBool::new(addr.is_some()),
+            dns_name: (!is_ip(bare)).then(|| (bare.to_string(), port)),
+            weight: *weight,
+            health: NodeHealth::default(),
+            load: NodeLoad::default(),
+        });
     }
     if !unnamed.is_empty() {
         cx.warn(
@@ -227,8 +264,9 @@ pub(super) fn compile_upstream(
             ),
         );
     }
-    let weights: Vec<u32> = compiled.iter().map(|(w, _)| *w).collect();
-    let balancer = RoundRobin::new(&weights);
+    let weights: Vec<u32> = compiled.iter().map(|n| n.weight).collect();
+    let ids: Vec<String> = compiled.iter().map(|n| n.label.clone()).collect();
+    let balancer = Balancer::new(kind, &ids, &weights);
     if balancer.is_none() && !compiled.is_empty() {
         cx.problem(
             format!("{path}.nodes"),
@@ -240,14 +278,18 @@ pub(super) fn compile_upstream(
     }
     Some(Upstream {
         id: id.to_string(),
-        nodes: compiled.into_iter().map(|(_, n)| n).collect(),
+        nodes: compiled,
         balancer: balancer?,
+        hash_key,
+        health,
+        all_down: AtomicBool::new(false),
         pass_host,
         tls,
         verify: tls && peer_tls.verify,
         sni: sni_source,
         timeouts: t,
         retries: u.retries.unwrap_or(nodes.len().saturating_sub(1) as u32),
+        retry_timeout,
     })
 }
 

@@ -7,7 +7,7 @@
 //! | `pylon_http_request_duration_seconds` | histogram | `route` | from the request's start to the last byte logged |
 //! | `pylon_upstream_response_duration_seconds` | histogram | `upstream` | from the first connection attempt to the end of the upstream response |
 //! | `pylon_upstream_connect_failures_total` | counter | `upstream`, `cause` | failed connection attempts (TCP or TLS); see [`failure_cause`] |
-//! | `pylon_upstream_node_healthy` | gauge | `upstream`, `node` | 1 healthy, 0 unhealthy; set to 1 for every node at load, health checks change it with [`set_node_health`] |
+//! | `pylon_upstream_node_healthy` | gauge | `upstream`, `node` | 1 healthy, 0 unhealthy: every node of every upstream; health checks move it through [`set_node_health`] |
 //! | `pylon_certificate_expiry_timestamp_seconds` | gauge | `kind` (`ssl`, `ca_certificate`), `id` | earliest `notAfter` of the object's certificates, Unix time |
 //! | `pylon_config_reloads_total` | counter | `result` (`ok`, `failed`) | resources-file reloads |
 //! | `pylon_config_version` | gauge | | version of the configuration serving now (1 at start) |
@@ -223,21 +223,21 @@ pub fn set_node_health(upstream: &str, node: &str, healthy: bool) {
     }
 }
 
-/// Publishes what a newly applied configuration holds: its version, every node of every
-/// routed upstream as healthy (nodes no longer configured disappear), and certificate expiry.
+/// Publishes what a newly applied configuration holds: its version, the health of every node
+/// of every upstream (nodes start healthy; nodes no longer configured disappear), and
+/// certificate expiry.
 pub fn config_applied(version: u64, table: &Table, inventory: &Inventory) {
     let Some(m) = METRICS.get() else { return };
     m.config_version
         .set(i64::try_from(version).unwrap_or(i64::MAX));
     m.node_healthy.reset();
-    for route in table.router.values() {
-        let up = &route.upstream;
+    for up in &table.upstreams {
         for node in &up.nodes {
             if let Ok(g) = m
                 .node_healthy
                 .get_metric_with_label_values(&[&up.id, &node.label])
             {
-                g.set(1);
+                g.set(i64::from(node.health.is_healthy()));
             }
         }
     }

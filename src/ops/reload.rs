@@ -131,6 +131,7 @@ fn static_changes(a: &StaticFile, b: &StaticFile) -> Vec<&'static str> {
         listen,
         tls_listen,
         fallback_sni,
+        client_cert_headers,
         threads,
         work_stealing,
         pid_file,

@@ -5,6 +5,10 @@
 //! the file that names it. Everything here runs at config load; the request path only ever
 //! sees the parsed [`X509`] and [`PKey`] values.
 
+pub mod accept;
+pub mod client_cert;
+pub mod store;
+
 use std::path::{Path, PathBuf};
 
 use openssl::asn1::Asn1Time;
@@ -170,6 +174,40 @@ pub fn subject_string(cert: &X509) -> String {
 pub fn expired(cert: &X509) -> Option<String> {
     let now = Asn1Time::days_from_now(0).ok()?;
     (cert.not_after() < now).then(|| cert.not_after().to_string())
+}
+
+/// How close a certificate is to its notAfter date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// Valid for longer than the warning window.
+    Fine,
+    /// Expires within the window: the date (OpenSSL's text form) and whole days left.
+    Soon {
+        /// notAfter, e.g. `Jan  1 00:00:00 2030 GMT`.
+        date: String,
+        /// Whole days until then.
+        days: i32,
+    },
+    /// Already expired on that date.
+    Expired(String),
+}
+
+/// Compares `cert`'s notAfter with now and `window_days` from now.
+pub fn expiry(cert: &X509, window_days: u32) -> Expiry {
+    let Ok(now) = Asn1Time::days_from_now(0) else {
+        return Expiry::Fine;
+    };
+    let not_after = cert.not_after();
+    if not_after < now {
+        return Expiry::Expired(not_after.to_string());
+    }
+    match now.diff(not_after) {
+        Ok(d) if d.days < i32::try_from(window_days).unwrap_or(i32::MAX) => Expiry::Soon {
+            date: not_after.to_string(),
+            days: d.days,
+        },
+        _ => Expiry::Fine,
+    }
 }
 
 /// SHA-256 of the certificate's DER encoding: a stable identity for connection-pool keys.

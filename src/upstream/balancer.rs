@@ -6,6 +6,9 @@
 //! the heavy node interleaved, never in a burst — and over any full cycle each node is picked
 //! exactly `weight` times. The cycle is computed once at config load; a request then costs one
 //! atomic increment and no lock.
+//!
+//! [`Balancer`] puts the four APISIX types behind one `select`: `roundrobin`, `chash`
+//! (see [`super::chash`]), `least_conn` and `ewma` (see [`super::load`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -54,6 +57,16 @@ impl RoundRobin {
         self.cycle[n % self.cycle.len()] as usize
     }
 
+    /// The next node that `usable` accepts, skipping others in schedule order; `None` after
+    /// one full cycle without a usable node.
+    pub fn select(&self, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.cycle.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|k| self.cycle[(start + k) % len] as usize)
+            .find(|&i| usable(i))
+    }
+
     /// The precomputed cycle (node indexes), for inspection and tests.
     pub fn cycle(&self) -> &[u32] {
         &self.cycle
@@ -81,6 +94,90 @@ fn reduce(weights: &[u32]) -> Vec<u32> {
     reduced
 }
 
+/// How an upstream picks a node (APISIX `type`).
+#[derive(Debug)]
+pub enum Balancer {
+    /// Smooth weighted round robin.
+    RoundRobin(RoundRobin),
+    /// Ketama consistent hashing on a per-request key.
+    Chash(super::chash::Chash),
+    /// Fewest requests in flight per unit of weight.
+    LeastConn {
+        /// Node weights.
+        weights: Vec<u32>,
+        /// Rotates the tie-break start.
+        tie: AtomicUsize,
+    },
+    /// Lowest decayed response time × requests in flight, per unit of weight.
+    Ewma {
+        /// Node weights.
+        weights: Vec<u32>,
+        /// Rotates the tie-break start.
+        tie: AtomicUsize,
+    },
+}
+
+impl Balancer {
+    /// Builds the balancer of `kind` (`roundrobin`, `chash`, `least_conn`, `ewma`) over nodes
+    /// named `ids` with `weights`. `None` when every weight is 0.
+    pub fn new(kind: BalancerKind, ids: &[String], weights: &[u32]) -> Option<Self> {
+        if weights.iter().all(|&w| w == 0) {
+            return None;
+        }
+        Some(match kind {
+            BalancerKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(weights)?),
+            BalancerKind::Chash => Balancer::Chash(super::chash::Chash::new(ids, weights)?),
+            BalancerKind::LeastConn => Balancer::LeastConn {
+                weights: weights.to_vec(),
+                tie: AtomicUsize::new(0),
+            },
+            BalancerKind::Ewma => Balancer::Ewma {
+                weights: weights.to_vec(),
+                tie: AtomicUsize::new(0),
+            },
+        })
+    }
+
+    /// Picks a node among those `usable` accepts. `key` is the hash key (chash only);
+    /// `inflight(i)` and `ewma_ns(i)` give node `i`'s live load.
+    pub fn select(
+        &self,
+        key: &[u8],
+        usable: impl Fn(usize) -> bool,
+        inflight: impl Fn(usize) -> usize,
+        ewma_ns: impl Fn(usize) -> f64,
+    ) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin(rr) => rr.select(usable),
+            Balancer::Chash(ring) => ring.select(key, usable),
+            Balancer::LeastConn { weights, tie } => {
+                let start = tie.fetch_add(1, Ordering::Relaxed);
+                super::load::pick_min(weights, start, usable, |i| (inflight(i) + 1) as f64)
+            }
+            Balancer::Ewma { weights, tie } => {
+                let start = tie.fetch_add(1, Ordering::Relaxed);
+                // A node without samples yet costs 0 and is tried first.
+                super::load::pick_min(weights, start, usable, |i| {
+                    ewma_ns(i) * (inflight(i) + 1) as f64
+                })
+            }
+        }
+    }
+}
+
+/// The balancer types (APISIX `upstream.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancerKind {
+    /// `roundrobin`
+    RoundRobin,
+    /// `chash`
+    Chash,
+    /// `least_conn`
+    LeastConn,
+    /// `ewma`
+    Ewma,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +201,14 @@ mod tests {
         assert_eq!(s.matches('A').count(), 30);
         assert_eq!(s.matches('C').count(), 10);
         assert!(RoundRobin::new(&[0, 0]).is_none());
+    }
+
+    #[test]
+    fn select_skips_unusable_nodes_in_schedule_order() {
+        let rr = RoundRobin::new(&[1, 1, 1]).unwrap();
+        let picks: Vec<usize> = (0..4).map(|_| rr.select(|i| i != 1).unwrap()).collect();
+        assert!(!picks.contains(&1));
+        assert!(rr.select(|_| false).is_none());
     }
 
     #[test]

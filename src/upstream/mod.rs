@@ -1,13 +1,23 @@
 //! Compiled upstreams: nodes with their prebuilt peers, the balancer, Host and SNI rules.
 
 pub mod balancer;
+pub mod chash;
+pub mod health;
+pub mod load;
 pub mod peer;
+pub mod probe;
+pub mod select;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pingora_core::upstreams::peer::HttpPeer;
 
-use balancer::RoundRobin;
+use balancer::Balancer;
+use health::{HealthConfig, NodeHealth};
+use load::NodeLoad;
 
 /// How the `Host` header sent upstream is chosen (APISIX `pass_host`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +71,26 @@ pub struct Node {
     /// The Host header value for `pass_host: node`.
     pub host_header: String,
     /// The peer template: address resolved, TLS settings, client certificate, CA store,
-    /// pool key and timeouts set. Cloned per request.
-    pub peer: HttpPeer,
+    /// pool key and timeouts set. Cloned per request. Replaced when the background resolver
+    /// finds a new address for a host name.
+    pub peer: ArcSwap<HttpPeer>,
+    /// False while the node's host name does not resolve (the node is then skipped).
+    pub resolved: AtomicBool,
+    /// The host name and port to re-resolve in the background (`None` for IP nodes).
+    pub dns_name: Option<(String, u16)>,
+    /// The node's weight (0 = never selected).
+    pub weight: u32,
+    /// Health state (stays healthy without `checks`).
+    pub health: NodeHealth,
+    /// Requests in flight and response-time EWMA.
+    pub load: NodeLoad,
+}
+
+impl Node {
+    /// Whether the node can take a request now (has an address and is healthy).
+    pub fn is_up(&self) -> bool {
+        self.health.is_healthy() && self.resolved.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A compiled upstream.
@@ -73,7 +101,13 @@ pub struct Upstream {
     /// Nodes in config order (weight-0 nodes included; the balancer never picks them).
     pub nodes: Vec<Node>,
     /// Node selection.
-    pub balancer: RoundRobin,
+    pub balancer: Balancer,
+    /// Where the chash key comes from (`None` for other balancers).
+    pub hash_key: Option<HashKey>,
+    /// Health checks (`checks`), if configured.
+    pub health: Option<Arc<HealthConfig>>,
+    /// Set while every node is unhealthy (so the warning is logged once per episode).
+    pub all_down: AtomicBool,
     /// Host header rule.
     pub pass_host: PassHost,
     /// Whether the scheme is https.
@@ -87,11 +121,24 @@ pub struct Upstream {
     /// Further tries, each on the next node, after a failed connection (APISIX `retries`;
     /// default: number of nodes − 1).
     pub retries: u32,
+    /// Time budget for all tries together; `None` = no limit (APISIX `retry_timeout: 0`).
+    pub retry_timeout: Option<Duration>,
 }
 
-impl Upstream {
-    /// Picks the next node.
-    pub fn select(&self) -> &Node {
-        &self.nodes[self.balancer.next()]
-    }
+/// Where a `chash` upstream takes its key (APISIX `hash_on` + `key`). A request without the
+/// key hashes on the client address, as APISIX does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `vars` / `remote_addr`: the client IP.
+    RemoteAddr,
+    /// `vars` / `uri`: the path.
+    Uri,
+    /// `vars` / `server_name` or `host`: the request's host name.
+    Host,
+    /// `vars` / `arg_NAME`: a query parameter.
+    Arg(String),
+    /// `header` / NAME, or `vars` / `http_NAME`: a request header (lower case).
+    Header(String),
+    /// `cookie` / NAME, or `vars` / `cookie_NAME`: a cookie.
+    Cookie(String),
 }

@@ -2,6 +2,8 @@
 //! that records what it saw, and the `pylon` binary run as a child process.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,7 @@ use openssl::x509::X509;
 use pylon::certs::{self, InitOptions, Issued, Role};
 
 pub mod ops;
+pub mod origins;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -40,7 +43,7 @@ impl Pki {
             dir: dir.to_path_buf(),
             server_name: server_name.into(),
             client_name: "client".into(),
-            days: 30,
+            days: 365,
             force: false,
         })
         .unwrap();
@@ -64,7 +67,7 @@ impl Pki {
 
     /// Issues another client certificate `CN=<cn>` into `<cn>.crt` / `<cn>.key`.
     pub fn issue_client(&self, cn: &str) -> (String, String) {
-        let issued = certs::issue(&self.ca, cn, Role::Client, 30).unwrap();
+        let issued = certs::issue(&self.ca, cn, Role::Client, 365).unwrap();
         let crt = self.dir.join(format!("{cn}.crt"));
         let key = self.dir.join(format!("{cn}.key"));
         std::fs::write(&crt, issued.cert.to_pem().unwrap()).unwrap();
@@ -86,6 +89,19 @@ pub struct Seen {
     pub host: String,
     /// Which TLS connection (counts from 1) carried it.
     pub conn: u64,
+    /// Every request header, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The values of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// An HTTPS origin (hyper over OpenSSL) that answers `GET /hello` with `Hello API7!` (and
@@ -93,6 +109,7 @@ pub struct Seen {
 pub struct Origin {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -121,6 +138,8 @@ impl Origin {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let status2 = status.clone();
         runtime.spawn(async move {
             let conns = Arc::new(AtomicU64::new(0));
             loop {
@@ -130,6 +149,7 @@ impl Origin {
                 let acceptor = acceptor.clone();
                 let seen = seen2.clone();
                 let conns = conns.clone();
+                let status = status2.clone();
                 tokio::spawn(async move {
                     let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
                     let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
@@ -160,22 +180,33 @@ impl Origin {
                                 .get("host")
                                 .map(|h| h.to_str().unwrap().to_string())
                                 .unwrap_or_default();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| {
+                                    (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                                })
+                                .collect();
                             seen.lock().unwrap().push(Seen {
                                 cn: cn.clone(),
                                 sni: sni.clone(),
                                 uri: uri.clone(),
                                 host,
                                 conn,
+                                headers,
                             });
                             let body = if req.uri().path() == "/hello" {
                                 "Hello API7!".to_string()
                             } else {
                                 format!("ok {}", cn)
                             };
+                            let code = status.load(Ordering::SeqCst);
                             async move {
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                    http_body_util::Full::new(bytes::Bytes::from(body)),
-                                ))
+                                let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from(body),
+                                ));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
                             }
                         },
                     );
@@ -188,8 +219,14 @@ impl Origin {
         Origin {
             port,
             seen,
+            status,
             _runtime: runtime,
         }
+    }
+
+    /// Answers every later request with `code`.
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
     }
 
     /// Every request seen so far, in order.
@@ -211,11 +248,16 @@ pub fn pylon_bin() -> &'static str {
 
 /// Writes `pylon.yaml` (listening on `port`) and `resources.yaml` into `dir`.
 pub fn write_config(dir: &Path, port: u16, resources: &str) -> PathBuf {
+    write_config_with(dir, port, "", resources)
+}
+
+/// As [`write_config`], with `gateway_extra` (lines indented by 2 spaces) added to `gateway:`.
+pub fn write_config_with(dir: &Path, port: u16, gateway_extra: &str, resources: &str) -> PathBuf {
     let conf = dir.join("pylon.yaml");
     std::fs::write(
         &conf,
         format!(
-            "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 1\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\nresources: resources.yaml\n",
+            "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 1\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\n{gateway_extra}resources: resources.yaml\n",
             d = dir.display()
         ),
     )
@@ -250,8 +292,13 @@ impl Gateway {
     /// Starts `pylon run` with `resources` and waits (bounded polling) until it accepts
     /// connections. Panics with the gateway's log if it exits or never listens.
     pub fn start(dir: &Path, resources: &str) -> Gateway {
+        Gateway::start_with(dir, "", resources)
+    }
+
+    /// As [`Gateway::start`], with `gateway_extra` added to the static file's `gateway:`.
+    pub fn start_with(dir: &Path, gateway_extra: &str, resources: &str) -> Gateway {
         let port = free_port();
-        let conf = write_config(dir, port, resources);
+        let conf = write_config_with(dir, port, gateway_extra, resources);
         let log = std::fs::File::create(dir.join("pylon.log")).unwrap();
         let child = Command::new(pylon_bin())
             .args(["run", "-c"])

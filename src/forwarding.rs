@@ -1,0 +1,105 @@
+//! Request facts taken from the downstream session: the client's host name, the chash key,
+//! and the forwarding headers sent upstream (`X-Forwarded-For`, `-Proto`, `-Host`, `-Port`,
+//! `X-Real-IP`, as APISIX sets them).
+
+use std::borrow::Cow;
+
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use crate::router::host_without_port;
+use crate::upstream::HashKey;
+
+/// The client's host name: the Host header (or the URI's authority, for HTTP/2), without port.
+pub fn request_host(session: &Session) -> &str {
+    host_without_port(raw_host(session))
+}
+
+fn raw_host(session: &Session) -> &str {
+    let req = session.req_header();
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// The bytes a chash upstream hashes for this request; the client IP when the key is absent
+/// (as APISIX falls back to `remote_addr`).
+pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> {
+    let req = session.req_header();
+    let found: Option<&'a [u8]> = match key {
+        HashKey::RemoteAddr => None,
+        HashKey::Uri => Some(req.uri.path().as_bytes()),
+        HashKey::Host => Some(request_host(session).as_bytes()),
+        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
+        HashKey::Arg(name) => req.uri.query().and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then_some(v.as_bytes())
+            })
+        }),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then_some(v.as_bytes())
+            }),
+    };
+    match found {
+        Some(bytes) if !bytes.is_empty() => Cow::Borrowed(bytes),
+        _ => Cow::Owned(
+            client_ip(session)
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Sets `X-Forwarded-For` (the incoming value, if any, then the TCP peer), `X-Real-IP`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port` from the downstream
+/// connection.
+pub fn set_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    if let Some(ip) = client_ip(session) {
+        let ip = ip.to_string();
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header("x-real-ip", ip)?;
+    }
+    let tls = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some();
+    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let host = raw_host(session).to_string();
+    if !host.is_empty() {
+        req.insert_header("x-forwarded-host", host)?;
+    }
+    if let Some(port) = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+    {
+        req.insert_header("x-forwarded-port", port.to_string())?;
+    }
+    Ok(())
+}
