@@ -182,3 +182,44 @@ fn metrics_listen_port_alone_binds_loopback_and_bad_values_are_refused() {
     ));
     assert!(scrape(mport).contains("pylon_config_version 1"));
 }
+
+#[test]
+fn node_health_gauge_follows_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = PlainOrigin::start();
+    let mport = free_port();
+    let closed = free_port();
+    let resources = format!(
+        r#"routes:
+  - {{ id: a, uri: /a, upstream_id: checked }}
+upstreams:
+  - id: checked
+    nodes:
+      - {{ host: 127.0.0.1, port: {up}, weight: 1 }}
+      - {{ host: 127.0.0.1, port: {closed}, weight: 1 }}
+    checks:
+      active:
+        http_path: /health
+        healthy: {{ interval: 0.1, successes: 1 }}
+        unhealthy: {{ interval: 0.1, tcp_failures: 1 }}
+#END
+"#,
+        up = origin.port
+    );
+    let gw = Pylon::start(
+        dir.path(),
+        &format!("  metrics_listen: \"{mport}\"\n"),
+        &resources,
+    );
+    let series = |port: u16| {
+        format!("pylon_upstream_node_healthy{{node=\"127.0.0.1:{port}\",upstream=\"checked\"}}")
+    };
+    assert!(
+        wait_until(LIMIT, || sample(&scrape(mport), &series(closed))
+            == Some(0.0)),
+        "{}\n{}",
+        scrape(mport),
+        gw.log()
+    );
+    assert_eq!(sample(&scrape(mport), &series(origin.port)), Some(1.0));
+}

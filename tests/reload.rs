@@ -231,3 +231,37 @@ fn static_file_change_is_reported_not_applied() {
     assert_eq!(gw.get("/a").0, 200);
     assert!(!listening(other));
 }
+
+#[test]
+fn server_certificate_rotation_on_disk_takes_effect() {
+    use common::tls::*;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"), "test.com");
+    let origin = Origin::start(&pki, true);
+    let (crt, key) = issue_server(&pki, "site", &["api.example.com"], KeyKind::Rsa);
+    let ssl = format!("  - {{ id: site, snis: [api.example.com], cert: {crt}, key: {key} }}");
+    let gw = TlsGateway::start(
+        dir.path(),
+        "",
+        &https_resources(origin.port, &pki, ALL_ROUTE, &ssl),
+    );
+    let served = || gw.handshake(Some("api.example.com"), |_| {}).map(|h| h.cn);
+    assert_eq!(served().unwrap(), "api.example.com");
+
+    // Renew: a new certificate (other CN, same name) and key moved over the same files.
+    let renewed = server_cert(
+        &pki.ca,
+        "renewed",
+        &["api.example.com"],
+        KeyKind::Ecdsa,
+        365,
+    );
+    let (new_crt, new_key) = write_pair(&pki.dir, "renewed", &renewed, &[]);
+    std::fs::rename(new_key, &key).unwrap();
+    std::fs::rename(new_crt, &crt).unwrap();
+    assert!(
+        wait_until(5 * SECOND, || served().is_ok_and(|cn| cn == "renewed")),
+        "renewed certificate not served:\n{}",
+        gw.gw.log()
+    );
+}

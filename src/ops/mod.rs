@@ -184,7 +184,8 @@ impl Operations {
         let g = &loaded.static_file.gateway;
         let writer = if g.access_log.enabled {
             let target = match &g.access_log.path {
-                Some(p) => access_log::Target::File(p.into()),
+                // Relative to the static file's folder, like every path it names.
+                Some(p) => access_log::Target::File(crate::config::base_dir(static_path).join(p)),
                 None => access_log::Target::Stdout,
             };
             if target == access_log::Target::Stdout && g.daemon {
