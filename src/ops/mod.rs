@@ -211,12 +211,6 @@ impl Operations {
         Ok((ops, table))
     }
 
-    /// How long a graceful shutdown may take at most, in seconds (for Pingora's own grace
-    /// period, which this service cuts short).
-    pub fn drain_limit(&self) -> Duration {
-        self.drain
-    }
-
     fn start_threads(&self) {
         if let Some(w) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             if let Err(e) = w.spawn() {
