@@ -34,10 +34,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::forwarding::{hash_key_bytes, request_host, set_forwarding_headers};
 use crate::table::{Route, Table};
+use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::health::Outcome;
 use crate::upstream::select::{Inflight, Tried};
-use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::{peer, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
@@ -91,6 +91,9 @@ pub struct RequestCtx {
     responded: bool,
     /// The client certificate verified on this HTTPS connection, if any.
     client_cert: Option<Arc<ClientIdentity>>,
+    /// Set when a pooled connection turned out closed: the next try reconnects to the same
+    /// node (it was not the node's fault).
+    retry_same_node: bool,
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -135,9 +138,15 @@ fn status_for(e: &Error) -> u16 {
 }
 
 impl RequestCtx {
-    /// Records a failure of the current try for passive health checks.
+    /// Records a failure of the current try: for passive health checks, and as a slow sample
+    /// for `ewma` (so a failing node stops looking like the fastest one).
     fn report_failure(&self, e: &Error) {
         if let (Some(route), Some(i)) = (&self.route, self.node) {
+            if let (Balancer::Ewma { .. }, Some(start)) = (&route.upstream.balancer, self.try_start)
+            {
+                let penalty = route.upstream.timeouts.connect.max(start.elapsed());
+                route.upstream.nodes[i].load.observe(penalty);
+            }
             let outcome = if is_timeout(e) {
                 Outcome::Timeout
             } else {
@@ -208,7 +217,10 @@ impl ProxyHttp for Gateway {
             Some(k) => hash_key_bytes(session, k),
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
-        let Some(index) = upstream.pick(&key, &ctx.tried) else {
+        let same = std::mem::take(&mut ctx.retry_same_node)
+            .then_some(ctx.node)
+            .flatten();
+        let Some(index) = same.or_else(|| upstream.pick(&key, &ctx.tried)) else {
             ctx.node = None;
             return Error::e_explain(
                 ErrorType::HTTPStatus(503),
@@ -342,6 +354,7 @@ impl ProxyHttp for Gateway {
             ctx.report_failure(&e);
         }
         let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
+        ctx.retry_same_node = retry && stale_pooled;
         e.set_retry(retry);
         e
     }
