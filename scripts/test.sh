@@ -43,6 +43,9 @@ done
 shopt -u nullglob
 [[ "$checked" -gt 0 ]] || { echo "FAIL: no static config (top-level gateway:) found in conf/"; exit 1; }
 
+step "benches/load report parser (python3 -m unittest)"
+python3 -m unittest discover -s benches/load -p 'test_*.py'
+
 step "tests/e2e/founding_guide.sh"
 PYLON_BIN="$PYLON_BIN" tests/e2e/founding_guide.sh
 

@@ -39,7 +39,13 @@ pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> 
     let found: Option<&'a [u8]> = match key {
         HashKey::RemoteAddr => None,
         HashKey::Uri => Some(req.uri.path().as_bytes()),
-        HashKey::Host => Some(request_host(session).as_bytes()),
+        HashKey::Host => {
+            let host = request_host(session);
+            if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Cow::Owned(host.to_ascii_lowercase().into_bytes());
+            }
+            Some(host.as_bytes())
+        }
         HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
         HashKey::Arg(name) => req.uri.query().and_then(|q| {
             q.split('&').find_map(|pair| {
@@ -68,20 +74,22 @@ pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> 
     }
 }
 
-/// Sets `X-Forwarded-For` (the incoming value, if any, then the TCP peer), `X-Real-IP`,
-/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port` from the downstream
-/// connection.
+/// Sets `X-Forwarded-For` (the incoming values, if any, then the TCP peer), `X-Real-IP`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (host name without port) and `X-Forwarded-Port`
+/// from the downstream connection, replacing what the client sent.
 pub fn set_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
     if let Some(ip) = client_ip(session) {
         let ip = ip.to_string();
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
-        };
+        let mut xff = String::new();
+        for prev in req.headers.get_all("x-forwarded-for") {
+            if let Ok(prev) = prev.to_str() {
+                if !prev.trim().is_empty() {
+                    xff.push_str(prev.trim());
+                    xff.push_str(", ");
+                }
+            }
+        }
+        xff.push_str(&ip);
         req.insert_header("x-forwarded-for", xff)?;
         req.insert_header("x-real-ip", ip)?;
     }
@@ -90,9 +98,12 @@ pub fn set_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Res
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
     req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    let host = raw_host(session).to_string();
-    if !host.is_empty() {
-        req.insert_header("x-forwarded-host", host)?;
+    // As APISIX (nginx's $host): the host name without port.
+    let host = request_host(session);
+    if host.is_empty() {
+        req.remove_header("x-forwarded-host");
+    } else {
+        req.insert_header("x-forwarded-host", host.to_string())?;
     }
     if let Some(port) = session
         .server_addr()

@@ -18,6 +18,11 @@ use pylon::tls::accept::tls_settings;
 use pylon::tls::client_cert::ClientCertHeaders;
 use pylon::upstream::probe::Maintenance;
 
+/// mimalloc instead of glibc malloc: the proxy allocates and frees small buffers on every
+/// request, and glibc's allocator showed up at ~10% of CPU under load (benches/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Pylon: an API gateway on Pingora with upstream mutual TLS.
 #[derive(Parser)]
 #[command(name = "pylon", version, about)]

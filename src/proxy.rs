@@ -91,6 +91,9 @@ pub struct RequestCtx {
     responded: bool,
     /// The client certificate verified on this HTTPS connection, if any.
     client_cert: Option<Arc<ClientIdentity>>,
+    /// Set when a pooled connection turned out closed: the next try reconnects to the same
+    /// node (it was not the node's fault).
+    retry_same_node: bool,
     /// Timing and upstream facts for the access log and metrics.
     ops: crate::ops::RequestOps,
 }
@@ -137,9 +140,15 @@ fn status_for(e: &Error) -> u16 {
 }
 
 impl RequestCtx {
-    /// Records a failure of the current try for passive health checks.
+    /// Records a failure of the current try: for passive health checks, and as a slow sample
+    /// for `ewma` (so a failing node stops looking like the fastest one).
     fn report_failure(&self, e: &Error) {
         if let (Some(route), Some(i)) = (&self.route, self.node) {
+            if let (Balancer::Ewma { .. }, Some(start)) = (&route.upstream.balancer, self.try_start)
+            {
+                let penalty = route.upstream.timeouts.connect.max(start.elapsed());
+                route.upstream.nodes[i].load.observe(penalty);
+            }
             let outcome = if is_timeout(e) {
                 Outcome::Timeout
             } else {
@@ -210,7 +219,10 @@ impl ProxyHttp for Gateway {
             Some(k) => hash_key_bytes(session, k),
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
-        let Some(index) = upstream.pick(&key, &ctx.tried) else {
+        let same = std::mem::take(&mut ctx.retry_same_node)
+            .then_some(ctx.node)
+            .flatten();
+        let Some(index) = same.or_else(|| upstream.pick(&key, &ctx.tried)) else {
             ctx.node = None;
             return Error::e_explain(
                 ErrorType::HTTPStatus(503),
@@ -375,6 +387,7 @@ impl ProxyHttp for Gateway {
             ctx.report_failure(&e);
         }
         let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
+        ctx.retry_same_node = retry && stale_pooled;
         e.set_retry(retry);
         e
     }

@@ -329,7 +329,7 @@ fn forwarding_headers_and_pass_host() {
     assert_eq!(h(0, "x-forwarded-for"), "203.0.113.7, 127.0.0.1");
     assert_eq!(h(0, "x-real-ip"), "127.0.0.1");
     assert_eq!(h(0, "x-forwarded-proto"), "http");
-    assert_eq!(h(0, "x-forwarded-host"), "api.example.com:8080");
+    assert_eq!(h(0, "x-forwarded-host"), "api.example.com");
     assert_eq!(h(0, "x-forwarded-port"), gw.port.to_string());
 }
 

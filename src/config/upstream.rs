@@ -13,7 +13,7 @@ use openssl::x509::X509;
 use super::compile::Ctx;
 use super::model::{self, Nodes};
 use crate::upstream::balancer::{Balancer, BalancerKind};
-use crate::upstream::health::NodeHealth;
+use crate::upstream::health::{NodeHealth, ProbeKind};
 use crate::upstream::load::NodeLoad;
 use crate::upstream::peer::{self, PeerTls};
 use crate::upstream::{Node, PassHost, SniSource, Timeouts, Upstream};
@@ -264,7 +264,34 @@ pub(super) fn compile_upstream(
             ),
         );
     }
+    if let Some(a) = health.as_ref().and_then(|h| h.active.as_ref()) {
+        if a.kind == ProbeKind::Https && a.verify {
+            let unnamed: Vec<&str> = compiled
+                .iter()
+                .filter(|n| {
+                    let probe_host = a.host.as_deref().or(match &pass_host {
+                        PassHost::Rewrite(h) => Some(h.as_str()),
+                        _ => None,
+                    });
+                    let name =
+                        crate::router::host_without_port(probe_host.unwrap_or(&n.host_header));
+                    n.peer.load().sni.is_empty() && is_ip(name)
+                })
+                .map(|n| n.label.as_str())
+                .collect();
+            if !unnamed.is_empty() {
+                cx.warn(
+                    format!("{path}.checks.active.host"),
+                    format!(
+                        "https probes of node(s) {} have no host name to verify and will fail: set checks.active.host or tls.sni",
+                        unnamed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let weights: Vec<u32> = compiled.iter().map(|n| n.weight).collect();
+    let selectable = weights.iter().filter(|&&w| w > 0).count();
     let ids: Vec<String> = compiled.iter().map(|n| n.label.clone()).collect();
     let balancer = Balancer::new(kind, &ids, &weights);
     if balancer.is_none() && !compiled.is_empty() {
@@ -288,7 +315,7 @@ pub(super) fn compile_upstream(
         verify: tls && peer_tls.verify,
         sni: sni_source,
         timeouts: t,
-        retries: u.retries.unwrap_or(nodes.len().saturating_sub(1) as u32),
+        retries: u.retries.unwrap_or(selectable.saturating_sub(1) as u32),
         retry_timeout,
     })
 }

@@ -3,9 +3,6 @@
 //! served by the node owning the first point at or after the key's hash. Removing a node
 //! moves only the keys that node owned.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
 /// Points per unit of (reduced) weight.
 pub const POINTS_PER_WEIGHT: u32 = 160;
 /// At most this many points in all; heavier rings are scaled down.
@@ -18,11 +15,10 @@ pub struct Chash {
     ring: Vec<(u64, u32)>,
 }
 
-/// Stable 64-bit hash of bytes (SipHash with fixed keys).
+/// 64-bit XXH3 of bytes: a fixed, documented algorithm, so every build and every instance
+/// of Pylon maps a key to the same node.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 impl Chash {

@@ -27,6 +27,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// Runs active checks and DNS refresh for every upstream of the current table.
+#[derive(Clone)]
 pub struct Maintenance {
     table: Arc<ArcSwap<Table>>,
     connector: Arc<Connector>,
@@ -97,9 +98,9 @@ impl Maintenance {
                     .await
                     .ok()
                     .and_then(|mut a| a.next());
-                let was = node.resolved.swap(addr.is_some(), Ordering::Relaxed);
                 match addr {
                     Some(addr) => {
+                        node.resolved.store(true, Ordering::Relaxed);
                         let new = PeerAddr::Inet(addr);
                         if node.peer.load()._address != new {
                             let mut peer = HttpPeer::clone(&node.peer.load());
@@ -107,11 +108,12 @@ impl Maintenance {
                             node.peer.store(Arc::new(peer));
                         }
                     }
-                    None if was => warn!(
-                        "upstream {} node {}: {name} no longer resolves; node skipped",
+                    // A failed lookup keeps the last good address (as nginx's resolver does
+                    // until the TTL runs out); a node that never resolved stays skipped.
+                    None => warn!(
+                        "upstream {} node {}: {name} does not resolve; keeping the last address",
                         up.id, node.label
                     ),
-                    None => {}
                 }
             }
         }
@@ -128,7 +130,11 @@ impl BackgroundService for Maintenance {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => self.probe_due(),
-                _ = dns.tick() => self.refresh_dns().await,
+                _ = dns.tick() => {
+                    // In its own task: a slow resolver must not hold up the probes.
+                    let this = self.clone();
+                    tokio::spawn(async move { this.refresh_dns().await });
+                }
             }
         }
     }
@@ -173,11 +179,8 @@ async fn probe(connector: &Connector, up: &Upstream, i: usize, check: &ActiveChe
             peer.options.verify_cert = false;
             peer.options.verify_hostname = false;
         } else if peer.sni.is_empty() {
-            // Pingora would skip verification for an empty SNI: fail the probe instead.
-            warn!(
-                "upstream {} node {}: https probe has no host name to verify: set checks.active.host or tls.sni",
-                up.id, node.label
-            );
+            // Pingora would skip verification for an empty SNI: fail the probe instead
+            // (`pylon check` warns about this at load).
             return Outcome::TcpFailure;
         }
     } else {
