@@ -31,7 +31,7 @@ Environment (defaults in brackets):
   BENCH_CONNECTIONS  wrk connections in the default scenarios [32]
   BENCH_WRK_THREADS  wrk threads [1]
   BENCH_SCENARIOS    comma list of single, weighted, c256 [all three]
-  BENCH_TARGETS      comma list of direct, pylon, nginx, haproxy [all four]
+  BENCH_TARGETS      comma list of direct, pylon, pylon_ws, nginx, haproxy [all five]
   BENCH_PROXY_CPU    CPU for the target [0];  BENCH_LOAD_CPU  CPU for wrk + origins [1]
   BENCH_KEEP         1 = run.sh keeps the work folder (generated configs, logs) [0]
 """
@@ -51,7 +51,7 @@ from report import NOTES, machine, parse_wrk, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BODY = b"Hello API7!"
-ALL_TARGETS = ["direct", "pylon", "nginx", "haproxy"]
+ALL_TARGETS = ["direct", "pylon", "pylon_ws", "nginx", "haproxy"]
 
 
 def log(msg):
@@ -189,7 +189,7 @@ class Procs:
     """Started processes, stopped in reverse order; pids also go to DIR/pids for run.sh's trap."""
 
     # Fast shutdown for each: nginx and HAProxy on SIGTERM, Pingora on SIGINT.
-    STOP_SIGNAL = {"pylon": signal.SIGINT}
+    STOP_SIGNAL = {"pylon": signal.SIGINT, "pylon_ws": signal.SIGINT}
 
     def __init__(self, settings):
         self.s = settings
@@ -350,16 +350,19 @@ def start_target(procs, name, nodes, pool_size):
         subprocess.run(["haproxy", "-c", "-q", "-f", conf], check=True)
         proc = procs.start("haproxy", ["haproxy", "-db", "-f", conf], s.proxy_cpu)
         procs.ready("haproxy", proc, probe)
-    elif name == "pylon":
+    elif name in ("pylon", "pylon_ws"):
         node_lines = "\n".join(f"      - {{host: 127.0.0.1, port: {p}, weight: {w}}}"
                                for p, w in nodes)
         render("pylon-resources.yaml.tmpl", "pylon-resources.yaml", s, NODES=node_lines)
-        conf = render("pylon.yaml.tmpl", "pylon.yaml", s, PORT=port, POOL_SIZE=pool_size)
+        # "pylon": Pingora's per-thread runtimes (work_stealing: false, measured faster);
+        # "pylon_ws": the work-stealing runtime, Pingora's default.
+        conf = render("pylon.yaml.tmpl", f"{name}.yaml", s, PORT=port, POOL_SIZE=pool_size,
+                      WORK_STEALING="true" if name == "pylon_ws" else "false")
         subprocess.run([s.pylon, "check", "-c", conf], check=True, stdout=subprocess.DEVNULL)
         # Pylon logs at info to stderr by default: warn keeps the log out of the measurement.
-        proc = procs.start("pylon", [s.pylon, "run", "-c", conf], s.proxy_cpu,
+        proc = procs.start(name, [s.pylon, "run", "-c", conf], s.proxy_cpu,
                            env={"RUST_LOG": "warn"})
-        procs.ready("pylon", proc, probe)
+        procs.ready(name, proc, probe)
     else:
         raise ValueError(name)
     return port, proc.pid

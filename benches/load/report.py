@@ -41,7 +41,13 @@ def parse_wrk(out):
     }
 
 
-LABELS = {"direct": "direct (no proxy)", "pylon": "Pylon", "nginx": "nginx", "haproxy": "HAProxy"}
+LABELS = {
+    "direct": "direct (no proxy)",
+    "pylon": "Pylon",
+    "pylon_ws": "Pylon (work_stealing: true)",
+    "nginx": "nginx",
+    "haproxy": "HAProxy",
+}
 
 
 def ratio(value, base):

@@ -137,6 +137,11 @@ pub fn install(target: Target) -> io::Result<Writer> {
     })
 }
 
+/// Whether access logging is on (a writer was started).
+pub fn enabled() -> bool {
+    SENDER.get().is_some()
+}
+
 /// Queues one line; drops it (and counts the drop) when the writer is behind. Does nothing
 /// when the access log is off.
 pub fn record(entry: Entry) {

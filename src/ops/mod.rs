@@ -122,6 +122,9 @@ pub fn request_done(
         .zip(upstream_time)
         .map(|(r, d)| (r.upstream.id.as_str(), d));
     metrics::request(route.map_or("", |r| r.id.as_str()), status, total, upstream);
+    if !access_log::enabled() {
+        return;
+    }
     let req = session.req_header();
     access_log::record(access_log::Entry {
         time: SystemTime::now(),
