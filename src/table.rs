@@ -16,6 +16,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// The route's own `timeout`, replacing the upstream's when set.
     pub timeouts: Option<Timeouts>,
+    /// Its Prometheus handles, filled on first use.
+    pub metrics: crate::ops::metrics::RouteHandles,
 }
 
 /// Everything the proxy needs for one configuration version.

@@ -538,6 +538,7 @@ fn compile_route(
         id: r.id.to_string(),
         upstream: upstream?,
         timeouts: route_timeouts,
+        metrics: Default::default(),
     };
     Some((paths, matcher, route))
 }

@@ -27,12 +27,12 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::{Error, ErrorType};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::inventory::Inventory;
-use crate::table::Table;
+use crate::table::{Route, Table};
 
 /// Latency buckets in seconds: finer than Prometheus' defaults at the low end, where a
 /// gateway spends its time.
@@ -163,8 +163,66 @@ fn status_text(code: u16) -> &'static str {
         .map_or("other", String::as_str)
 }
 
+/// Statuses whose per-route counters are cached in [`RouteHandles`].
+const CACHED_STATUSES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504,
+];
+
+/// A route's metric handles, looked up in the metric families on first use and then kept with
+/// the compiled route: recording a request on a route takes no lock and hashes no labels
+/// (the `prometheus` crate's label lookup takes a read lock on every call).
+#[derive(Default)]
+pub struct RouteHandles {
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    by_status: [OnceLock<IntCounter>; CACHED_STATUSES.len()],
+}
+
+impl std::fmt::Debug for RouteHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteHandles")
+    }
+}
+
+/// Records one finished request on a matched route, through the route's cached handles.
+pub fn route_request(route: &Route, status: u16, total: Duration, upstream: Option<Duration>) {
+    let Some(m) = METRICS.get() else { return };
+    let h = &route.metrics;
+    match CACHED_STATUSES.iter().position(|&s| s == status) {
+        Some(i) => {
+            let c = h.by_status[i].get_or_init(|| {
+                m.requests
+                    .with_label_values(&[route.id.as_str(), status_text(status)])
+            });
+            c.inc();
+        }
+        None => request_counter(m, &route.id, status),
+    }
+    h.duration
+        .get_or_init(|| m.request_duration.with_label_values(&[route.id.as_str()]))
+        .observe(total.as_secs_f64());
+    if let Some(d) = upstream {
+        h.upstream
+            .get_or_init(|| {
+                m.upstream_duration
+                    .with_label_values(&[route.upstream.id.as_str()])
+            })
+            .observe(d.as_secs_f64());
+    }
+}
+
+fn request_counter(m: &Metrics, route: &str, status: u16) {
+    if let Ok(c) = m
+        .requests
+        .get_metric_with_label_values(&[route, status_text(status)])
+    {
+        c.inc();
+    }
+}
+
 /// Records one finished request: count by route and status, total duration by route, and the
-/// upstream's response duration when there was one.
+/// upstream's response duration when there was one. Used when no route matched (route `""`);
+/// matched routes go through [`route_request`].
 pub fn request(route: &str, status: u16, total: Duration, upstream: Option<(&str, Duration)>) {
     let Some(m) = METRICS.get() else { return };
     if let Ok(c) = m

@@ -118,10 +118,10 @@ pub fn request_done(
     let upstream_time = ops
         .upstream_start
         .map(|s| ops.upstream_end.unwrap_or(now).saturating_duration_since(s));
-    let upstream = route
-        .zip(upstream_time)
-        .map(|(r, d)| (r.upstream.id.as_str(), d));
-    metrics::request(route.map_or("", |r| r.id.as_str()), status, total, upstream);
+    match route {
+        Some(r) => metrics::route_request(r, status, total, upstream_time),
+        None => metrics::request("", status, total, None),
+    }
     if !access_log::enabled() {
         return;
     }
