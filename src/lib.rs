@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod certs;
 pub mod config;
 pub mod forwarding;

@@ -239,6 +239,9 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &g.metrics_listen {
         server.add_service(pylon::ops::metrics_service(listen)?);
     }
+    if let Some(admin) = &g.admin {
+        server.add_service(pylon::admin::service(admin, ops.reloader())?);
+    }
     server.add_service(background_service("operations", ops));
     server.run_forever();
 }

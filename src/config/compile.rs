@@ -85,6 +85,9 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     {
         problems.push(Problem::new("gateway.metrics_listen", e));
     }
+    if let Some(admin) = &g.admin {
+        problems.extend(crate::admin::check_static(admin));
+    }
     if g.threads == Some(0) {
         problems.push(Problem::new("gateway.threads", "must be at least 1"));
     }

@@ -80,6 +80,20 @@ pub struct Gateway {
     /// Prometheus listener serving `/metrics`: `host:port`, or a bare port for loopback
     /// (`9091` = `127.0.0.1:9091`); `None` = no metrics listener.
     pub metrics_listen: Option<String>,
+    /// The admin API (APISIX Admin API v3 style); `None` = no admin listener.
+    pub admin: Option<Admin>,
+}
+
+/// `gateway.admin`: the admin API listener (see `crate::admin`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port`, or a bare port for loopback (`9180` = `127.0.0.1:9180`). A non-loopback
+    /// address needs `api_key`.
+    pub listen: String,
+    /// Value every request must carry in `X-API-KEY` (APISIX `admin_key`). Without it (on
+    /// loopback only) requests need no key.
+    pub api_key: Option<String>,
 }
 
 impl Default for Gateway {
@@ -99,6 +113,7 @@ impl Default for Gateway {
             access_log: AccessLog::default(),
             upstream_keepalive_pool_size: 512,
             metrics_listen: None,
+            admin: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod drain;
+pub mod hold;
 pub mod metrics;
 pub mod reload;
 
@@ -212,6 +213,11 @@ impl Operations {
             drain,
         };
         Ok((ops, table))
+    }
+
+    /// The reloader, shared with the admin API so its changes take the reload path.
+    pub fn reloader(&self) -> Arc<reload::Reloader> {
+        self.reloader.clone()
     }
 
     fn start_threads(&self) {

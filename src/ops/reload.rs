@@ -77,22 +77,26 @@ pub enum Event {
     Hangup,
 }
 
-struct State {
+pub(super) struct State {
     version: u64,
+    /// The resources file's bytes the running version was built from.
+    pub(super) text: Vec<u8>,
+    /// Why the last reload was refused (empty after a success).
+    pub(super) last_error: String,
     end_marker: bool,
-    files: Vec<PathBuf>,
-    last: Option<u64>,
-    last_ok: bool,
+    pub(super) files: Vec<PathBuf>,
+    pub(super) last: Option<u64>,
+    pub(super) last_ok: bool,
     static_seen: Option<u64>,
 }
 
 /// Reloads the resources file into the shared table.
 pub struct Reloader {
     static_path: PathBuf,
-    resources_path: PathBuf,
+    pub(super) resources_path: PathBuf,
     running_static: StaticFile,
     table: Arc<ArcSwap<Table>>,
-    state: Mutex<State>,
+    pub(super) state: Mutex<State>,
 }
 
 /// True when the last non-blank line is `#END` (APISIX's end-of-file marker).
@@ -109,7 +113,7 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn fingerprint(main: &[u8], files: &[PathBuf]) -> u64 {
+pub(super) fn fingerprint(main: &[u8], files: &[PathBuf]) -> u64 {
     let mut h = DefaultHasher::new();
     main.hash(&mut h);
     for f in files {
@@ -141,7 +145,8 @@ fn static_changes(a: &StaticFile, b: &StaticFile) -> Vec<&'static str> {
         graceful_shutdown_timeout,
         access_log,
         upstream_keepalive_pool_size,
-        metrics_listen
+        metrics_listen,
+        admin
     );
     if a.resources != b.resources {
         out.push("resources");
@@ -173,11 +178,13 @@ impl Reloader {
             table,
             state: Mutex::new(State {
                 version: 1,
+                last_error: String::new(),
                 end_marker: has_end_marker(&text),
                 last: Some(fingerprint(&text, &files)),
                 last_ok: true,
                 files,
                 static_seen: Some(fingerprint(&static_text, &[])),
+                text,
             }),
         }
     }
@@ -192,6 +199,10 @@ impl Reloader {
         let Ok(mut st) = self.state.lock() else {
             return Outcome::Failed;
         };
+        self.reload_locked(&mut st, trigger)
+    }
+
+    pub(super) fn reload_locked(&self, st: &mut State, trigger: Trigger) -> Outcome {
         let path = &self.resources_path;
         let text = match std::fs::read(path) {
             Ok(t) => t,
@@ -200,7 +211,7 @@ impl Reloader {
                     file: path.clone(),
                     source,
                 };
-                return self.refuse(&mut st, &e, None);
+                return self.refuse(st, &e, None);
             }
         };
         let fp = fingerprint(&text, &st.files);
@@ -232,8 +243,26 @@ impl Reloader {
         });
         let compiled = match compiled {
             Ok(c) => c,
-            Err(e) => return self.refuse(&mut st, &e, Some(fp)),
+            Err(e) => return self.refuse(st, &e, Some(fp)),
         };
+        let how = match trigger {
+            Trigger::Signal => "SIGHUP",
+            Trigger::FileChange => "file change",
+        };
+        Outcome::Applied(self.apply(st, text, compiled, started, how))
+    }
+
+    /// Swaps in `compiled` (built from `text`, the resources file's bytes): version + 1,
+    /// watched files, metrics and the log line. Returns the new version.
+    pub(super) fn apply(
+        &self,
+        st: &mut State,
+        text: Vec<u8>,
+        compiled: config::Compiled,
+        started: Instant,
+        how: &str,
+    ) -> u64 {
+        let path = &self.resources_path;
         for w in &compiled.warnings {
             warn!("{}: {w}", path.display());
         }
@@ -248,6 +277,8 @@ impl Reloader {
             .map(|p| absolute(p))
             .collect();
         st.last = Some(fingerprint(&text, &st.files));
+        st.text = text;
+        st.last_error.clear();
         st.last_ok = true;
         metrics::reload_result(true);
         metrics::config_applied(st.version, &table, &compiled.inventory);
@@ -259,12 +290,9 @@ impl Reloader {
             compiled.counts,
             st.files.len(),
             started.elapsed().as_millis(),
-            match trigger {
-                Trigger::Signal => "SIGHUP",
-                Trigger::FileChange => "file change",
-            }
+            how
         );
-        Outcome::Applied(st.version)
+        st.version
     }
 
     fn refuse(&self, st: &mut State, e: &ConfigError, fp: Option<u64>) -> Outcome {
@@ -277,6 +305,7 @@ impl Reloader {
         );
         st.last = fp;
         st.last_ok = false;
+        st.last_error = e.to_string();
         metrics::reload_result(false);
         Outcome::Failed
     }

@@ -16,6 +16,7 @@ use openssl::ssl::{NameType, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode}
 use openssl::x509::X509;
 use pylon::certs::{self, InitOptions, Issued, Role};
 
+pub mod admin;
 pub mod ops;
 pub mod origins;
 

@@ -1,0 +1,391 @@
+//! The admin API: routes, services, upstreams, SSL objects and CA certificates changed at run
+//! time, in the style of Apache APISIX's Admin API v3, persisted to the resources file.
+//!
+//! Served on `gateway.admin.listen` (its own Pingora service, one thread) when
+//! `gateway.admin` is set. Every request must carry `X-API-KEY: <gateway.admin.api_key>`
+//! (compared in constant time); otherwise 401. Endpoints, under `/apisix/admin/`, for each
+//! `<kind>` of `routes`, `services`, `upstreams`, `ssls`, `ca_certificates`:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET <kind>` | 200 `{"total": N, "list": [{"key": "/apisix/<kind>/<id>", "value": {…}}]}` |
+//! | `GET <kind>/<id>` | 200 `{"key", "value"}`; 404 |
+//! | `PUT <kind>/<id>` (or `PUT <kind>` with `id` in the body) | 201 created / 200 replaced, `{"key", "value"}` |
+//! | `POST <kind>` | 201, generated id |
+//! | `PATCH <kind>/<id>` | 200; JSON merge patch (RFC 7396), or RFC 6902 JSON Patch with `Content-Type: application/json-patch+json` |
+//! | `PATCH <kind>/<id>/<path>` | 200; the body replaces the value at `<path>` (APISIX's sub-path patch) |
+//! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
+//! | `GET openapi.json` | the OpenAPI 3 description (`docs/admin-openapi.json`) |
+//!
+//! Bodies use the resources file's fields; `create_time` and `update_time` (Unix seconds) are
+//! set by the API. Errors are `{"error_msg": "…"}`: 400 names the field (relative to the
+//! body, or `services[0] (id x).field` for another object the change breaks), 404 unknown
+//! object, 409 the file was edited by hand and does not load, 500 the file cannot be written.
+//! Private keys and their passphrases (`ssls` `key`/`keys`/`key_passphrase`, upstream
+//! `tls.client_key`/`tls.client_key_passphrase`) are never returned: they are left out of
+//! every answer. See [`api`] for how a change is validated, persisted and applied.
+
+pub mod api;
+pub mod persist;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response};
+use log::{info, warn};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
+use pingora_http::ResponseHeader;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use crate::config::{model, Problem};
+use crate::ops::reload::Reloader;
+use api::{AdminError, Api, Op, PatchKind};
+use store::Kind;
+
+/// The OpenAPI 3 description served at `/apisix/admin/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/admin-openapi.json");
+
+/// Largest request body accepted, in bytes (APISIX's default `client_max_body_size` for the
+/// admin API is larger, but certificates and routes fit easily).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Why the admin listener cannot start.
+#[derive(Debug, Error)]
+pub enum AdminStartError {
+    /// `gateway.admin.listen` is not an address.
+    #[error("gateway.admin.listen: {0}")]
+    Listen(String),
+}
+
+fn listen_addr(admin: &model::Admin) -> Result<SocketAddr, String> {
+    crate::ops::metrics::listen_addr(&admin.listen)
+}
+
+/// Checks `gateway.admin`: an address, and an `api_key` unless it listens on loopback only.
+pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    match listen_addr(admin) {
+        Err(e) => problems.push(Problem::new("gateway.admin.listen", e)),
+        Ok(addr) if !addr.ip().is_loopback() && admin.api_key.is_none() => {
+            problems.push(Problem::new(
+                "gateway.admin.api_key",
+                format!(
+                    "required: the admin API listens on {addr}, which is not a loopback address"
+                ),
+            ))
+        }
+        Ok(_) => {}
+    }
+    if admin
+        .api_key
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        problems.push(Problem::new("gateway.admin.api_key", "must not be empty"));
+    }
+    problems
+}
+
+/// The admin service on `gateway.admin.listen`, one thread, changing the resources file
+/// `reloader` serves.
+///
+/// Errors: [`AdminStartError::Listen`] when the address does not parse.
+pub fn service(
+    admin: &model::Admin,
+    reloader: Arc<Reloader>,
+) -> Result<Service<AdminApp>, AdminStartError> {
+    let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
+    if admin.api_key.is_none() {
+        warn!(
+            "the admin API on {addr} has no api_key: any local process can change the \
+             configuration (set gateway.admin.api_key)"
+        );
+    }
+    let app = AdminApp {
+        key: admin.api_key.clone().map(String::into_bytes),
+        api: Arc::new(Api::new(reloader)),
+    };
+    let mut service = Service::new("Pylon admin API".into(), app);
+    service.add_tcp(&addr.to_string());
+    service.threads = Some(1);
+    info!("admin API on http://{addr}/apisix/admin/");
+    Ok(service)
+}
+
+/// The admin HTTP application; see the module documentation.
+pub struct AdminApp {
+    key: Option<Vec<u8>>,
+    api: Arc<Api>,
+}
+
+/// Whether the request's `X-API-KEY` value `given` is the configured `key` (constant time in
+/// the key's content). Without a configured key every request passes.
+fn authorized(key: Option<&[u8]>, given: Option<&[u8]>) -> bool {
+    match (key, given) {
+        (None, _) => true,
+        (Some(k), Some(g)) => bool::from(k.ct_eq(g)),
+        (Some(_), None) => false,
+    }
+}
+
+/// What an admin request asks for.
+#[derive(Debug, PartialEq)]
+enum Target {
+    OpenApi,
+    Object(Kind, Op),
+}
+
+/// Maps a request to an operation. `json_patch` is true for
+/// `Content-Type: application/json-patch+json`.
+fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<Target, AdminError> {
+    let rest = path
+        .strip_prefix("/apisix/admin/")
+        .ok_or_else(|| AdminError::NotFound(format!("{path}: not an admin API path")))?;
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if parts == ["openapi.json"] && method == Method::GET {
+        return Ok(Target::OpenApi);
+    }
+    let kind = parts
+        .first()
+        .and_then(|s| Kind::from_segment(s))
+        .ok_or_else(|| AdminError::NotFound(format!("{path}: unknown resource kind")))?;
+    let id = parts.get(1).map(|s| s.to_string());
+    let sub = parts
+        .get(2..)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.join("/"));
+    let unsupported =
+        || AdminError::MethodNotAllowed(format!("{method} is not supported on {path}"));
+    let op = match (method.as_str(), id, sub) {
+        ("GET", None, None) => Op::List,
+        ("GET", Some(id), None) => Op::Get(id),
+        ("PUT", id, None) => Op::Put(id, body),
+        ("POST", None, None) => Op::Post(body),
+        ("PATCH", Some(id), None) if json_patch => Op::Patch(id, PatchKind::JsonPatch, body),
+        ("PATCH", Some(id), None) => Op::Patch(id, PatchKind::Merge, body),
+        ("PATCH", Some(id), Some(sub)) => {
+            Op::Patch(id, PatchKind::SubPath(format!("/{sub}")), body)
+        }
+        ("DELETE", Some(id), None) => Op::Delete(id),
+        _ => return Err(unsupported()),
+    };
+    Ok(Target::Object(kind, op))
+}
+
+fn respond(status: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = http::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Vec<u8>> {
+    respond(status, "application/json", body.to_string().into_bytes())
+}
+
+fn error_response(e: &AdminError) -> Response<Vec<u8>> {
+    json_response(e.status(), &json!({"error_msg": e.to_string()}))
+}
+
+/// Reads the whole request body, up to [`MAX_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(json_response(
+                        413,
+                        &json!({"error_msg": format!("request body over {MAX_BODY} bytes")}),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(error_response(&AdminError::BadRequest(format!(
+                    "cannot read the request body: {e}"
+                ))))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let given = req.headers.get("x-api-key").map(|v| v.as_bytes());
+        if !authorized(self.key.as_deref(), given) {
+            // APISIX's message for a missing or wrong key.
+            return json_response(401, &json!({"error_msg": "failed to check token"}));
+        }
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let header = |name| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        let json_patch =
+            header(http::header::CONTENT_TYPE).starts_with("application/json-patch+json");
+        if header(http::header::EXPECT) == "100-continue" {
+            // curl waits for this before sending a body over 1 KiB.
+            if let Ok(h) = ResponseHeader::build(100, None) {
+                let _ = session.write_response_header(Box::new(h)).await;
+            }
+        }
+        let raw = match read_body(session).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let body = if raw.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            match serde_json::from_slice(&raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e =
+                        AdminError::BadRequest(format!("invalid JSON in the request body: {e}"));
+                    return error_response(&e);
+                }
+            }
+        };
+        let (kind, op) = match route(&method, &path, body, json_patch) {
+            Ok(Target::OpenApi) => {
+                return respond(200, "application/json", OPENAPI.as_bytes().to_vec())
+            }
+            Ok(Target::Object(kind, op)) => (kind, op),
+            Err(e) => return error_response(&e),
+        };
+        let what = format!("{method} {path}");
+        let api = self.api.clone();
+        // Changes take the reload lock, write and fsync: off the async threads.
+        let result = match op {
+            Op::List | Op::Get(_) => api.run(kind, op, &what),
+            op => tokio::task::spawn_blocking(move || api.run(kind, op, &what))
+                .await
+                .unwrap_or_else(|e| Err(AdminError::Internal(format!("admin task failed: {e}")))),
+        };
+        match result {
+            Ok((status, body)) => json_response(status, &body),
+            Err(e) => error_response(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(listen: &str, key: Option<&str>) -> model::Admin {
+        model::Admin {
+            listen: listen.into(),
+            api_key: key.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_a_key() {
+        assert!(check_static(&admin("127.0.0.1:9180", None)).is_empty());
+        assert!(check_static(&admin("9180", None)).is_empty());
+        assert!(check_static(&admin("[::1]:9180", None)).is_empty());
+        let p = check_static(&admin("0.0.0.0:9180", None));
+        assert_eq!(p[0].path, "gateway.admin.api_key");
+        assert!(check_static(&admin("0.0.0.0:9180", Some("k"))).is_empty());
+        assert_eq!(
+            check_static(&admin("nope", Some("k")))[0].path,
+            "gateway.admin.listen"
+        );
+        assert_eq!(
+            check_static(&admin("9180", Some(" ")))[0].path,
+            "gateway.admin.api_key"
+        );
+    }
+
+    #[test]
+    fn routing() {
+        let r = |m: Method, p: &str, jp| route(&m, p, Value::Null, jp);
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/routes", false).unwrap(),
+            Target::Object(Kind::Routes, Op::List)
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/ca_certificates/x/", false).unwrap(),
+            Target::Object(Kind::CaCertificates, Op::Get("x".into()))
+        );
+        assert_eq!(
+            r(Method::PATCH, "/apisix/admin/services/s", true).unwrap(),
+            Target::Object(
+                Kind::Services,
+                Op::Patch("s".into(), PatchKind::JsonPatch, Value::Null)
+            )
+        );
+        assert_eq!(
+            r(
+                Method::PATCH,
+                "/apisix/admin/routes/1/upstream/nodes",
+                false
+            )
+            .unwrap(),
+            Target::Object(
+                Kind::Routes,
+                Op::Patch(
+                    "1".into(),
+                    PatchKind::SubPath("/upstream/nodes".into()),
+                    Value::Null
+                )
+            )
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/openapi.json", false).unwrap(),
+            Target::OpenApi
+        );
+        assert_eq!(
+            r(Method::DELETE, "/apisix/admin/routes", false)
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/consumers", false)
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert_eq!(r(Method::GET, "/metrics", false).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn key_check() {
+        let key: Option<&[u8]> = Some(b"secret");
+        assert!(authorized(key, Some(b"secret")));
+        assert!(!authorized(key, Some(b"secreT")));
+        assert!(!authorized(key, Some(b"")));
+        assert!(!authorized(key, None));
+        assert!(authorized(None, None));
+    }
+
+    #[test]
+    fn openapi_is_json_and_lists_every_kind() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let text = OPENAPI;
+        for kind in Kind::ALL {
+            assert!(text.contains(kind.segment()), "{}", kind.segment());
+        }
+    }
+}
