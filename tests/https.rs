@@ -4,36 +4,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::tls::*;
 use common::*;
 use openssl::ssl::SslVersion;
-
-fn setup() -> (tempfile::TempDir, Pki, Origin) {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"), "test.com");
-    let origin = Origin::start(&pki, true);
-    (dir, pki, origin)
-}
-
-/// A server `ssls` entry; `names` is its `sni:`/`snis:` line, `extra` more lines (indented
-/// by 4).
-fn ssl_entry(id: &str, names: &str, (crt, key): &(String, String), extra: &str) -> String {
-    format!("  - id: {id}\n    {names}\n    cert: {crt}\n    key: {key}\n{extra}")
-}
-
-/// Polls the gateway's log (bounded) until it holds `needle`.
-fn wait_for_log(gw: &Gateway, needle: &str) -> String {
-    for _ in 0..200 {
-        let log = gw.log();
-        if log.contains(needle) {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("no {needle:?} in the log:\n{}", gw.log());
-}
 
 #[test]
 fn sni_picks_exact_then_one_level_wildcard() {

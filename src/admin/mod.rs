@@ -179,15 +179,7 @@ fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<T
 }
 
 fn respond(status: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-    if let Ok(v) = http::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    let len = resp.body().len();
-    resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    resp
+    crate::ops::http_response(status, ctype, body)
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Vec<u8>> {

@@ -368,15 +368,7 @@ impl ServeHttp for MetricsApp {
         } else {
             (404, "text/plain", b"not found: try /metrics\n".to_vec())
         };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-        if let Ok(v) = http::HeaderValue::from_str(ctype) {
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
-        }
-        let len = resp.body().len();
-        resp.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-        resp
+        super::http_response(status, ctype, body)
     }
 }
 

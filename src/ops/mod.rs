@@ -290,3 +290,17 @@ impl BackgroundService for Operations {
         std::process::exit(0);
     }
 }
+
+/// A complete response for the small HTTP services (metrics, admin API): status, content
+/// type and `Content-Length` set.
+pub fn http_response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}

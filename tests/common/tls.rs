@@ -22,7 +22,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 use pylon::certs::Issued;
 
-use super::{free_port, write_config_with, CheckOutput, Gateway, Pki};
+use super::{free_port, write_config_with, CheckOutput, Gateway, Origin, Pki};
 
 /// The key algorithm of a generated certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,4 +383,30 @@ pub fn request_with_session(
         .take()
         .map(|s| openssl::ssl::SslSession::from_der(&s.to_der().unwrap()).unwrap());
     (reused, status, session)
+}
+
+/// A temporary folder, a PKI for `test.com` and an mTLS origin, for HTTPS-listener tests.
+pub fn setup() -> (tempfile::TempDir, Pki, Origin) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"), "test.com");
+    let origin = Origin::start(&pki, true);
+    (dir, pki, origin)
+}
+
+/// A server `ssls` entry; `names` is its `sni:`/`snis:` line, `extra` more lines (indented
+/// by 4).
+pub fn ssl_entry(id: &str, names: &str, (crt, key): &(String, String), extra: &str) -> String {
+    format!("  - id: {id}\n    {names}\n    cert: {crt}\n    key: {key}\n{extra}")
+}
+
+/// Polls the gateway's log (bounded) until it holds `needle`.
+pub fn wait_for_log(gw: &Gateway, needle: &str) -> String {
+    for _ in 0..200 {
+        let log = gw.log();
+        if log.contains(needle) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no {needle:?} in the log:\n{}", gw.log());
 }
