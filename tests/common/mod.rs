@@ -20,6 +20,21 @@ pub mod admin;
 pub mod ops;
 pub mod origins;
 
+/// A one-thread tokio runtime for an in-process origin, with a listener on a free loopback
+/// port: (runtime, listener, port).
+pub fn loopback_listener() -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (runtime, listener, port)
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -128,15 +143,7 @@ impl Origin {
             b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         }
         let acceptor = Arc::new(b.build());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = loopback_listener();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         let status = Arc::new(std::sync::atomic::AtomicU16::new(200));

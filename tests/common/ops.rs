@@ -1,6 +1,7 @@
 //! Helpers for the operations tests: a `pylon` process with a custom static file and
 //! signals, a plain-HTTP origin with a slow endpoint, bounded polling, and a metrics scraper.
 
+use super::loopback_listener;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -207,15 +208,7 @@ pub struct PlainOrigin {
 
 impl PlainOrigin {
     pub fn start() -> PlainOrigin {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = loopback_listener();
         let received = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(AtomicUsize::new(0));
         let (rx, ax) = (received.clone(), answered.clone());

@@ -1,6 +1,7 @@
 //! Plain-HTTP origins for load-balancing tests: each answers with its name, records what it
 //! received, and can be made slow, made to answer another status, or stopped.
 
+use super::loopback_listener;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,15 +40,7 @@ pub struct HttpOrigin {
 
 impl HttpOrigin {
     pub fn start(name: &str) -> HttpOrigin {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = loopback_listener();
         let state = Arc::new(State::default());
         state.status.store(200, Ordering::SeqCst);
         let st = state.clone();
