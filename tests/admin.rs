@@ -403,7 +403,7 @@ fn a_non_loopback_admin_listener_needs_a_key() {
     let (ok, out) = check_conf(&conf);
     assert!(!ok);
     assert!(
-        out.contains("gateway.admin: unknown field `extra`"),
+        out.contains("gateway.admin.extra: unknown field `extra`"),
         "{out}"
     );
 }

@@ -98,7 +98,7 @@ fn unknown_field_names_its_path() {
     assert!(!out.ok);
     assert!(
         out.stderr
-            .contains("upstreams[0].tls: unknown field `verfy`"),
+            .contains("upstreams[0].tls.verfy: unknown field `verfy`"),
         "{}",
         out.stderr
     );

@@ -329,7 +329,8 @@ fn check_reports_tls_listener_and_server_ssl_problems() {
     );
     let out = check_with(dir.path(), listen, &res);
     assert!(
-        out.stderr.contains("ssls[1].client: unknown field `dpth`"),
+        out.stderr
+            .contains("ssls[1].client.dpth: unknown field `dpth`"),
         "{}",
         out.stderr
     );

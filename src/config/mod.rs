@@ -106,9 +106,16 @@ where
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        // serde_yaml prefixes its message with the enclosing object's path, which `path`
+        // already gives (more precisely): keep one.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') && path.starts_with(head) => rest.to_string(),
+            _ => message,
+        };
         ConfigError::Parse {
             file: file.to_path_buf(),
-            problem: Problem::new(path, e.into_inner().to_string()),
+            problem: Problem::new(path, message),
         }
     })
 }
