@@ -11,9 +11,10 @@ use pingora_proxy::Session;
 use crate::router::host_without_port;
 use crate::upstream::HashKey;
 
-/// The client's host name: the Host header (or the URI's authority, for HTTP/2), without port.
+/// The client's host name: the Host header (or the URI's authority, for HTTP/2), without port
+/// and without a trailing dot (`test.com.` is `test.com`).
 pub fn request_host(session: &Session) -> &str {
-    host_without_port(raw_host(session))
+    host_without_port(raw_host(session)).trim_end_matches('.')
 }
 
 fn raw_host(session: &Session) -> &str {

@@ -33,6 +33,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::forwarding::{hash_key_bytes, request_host, set_forwarding_headers};
+use crate::router::normalize_path;
 use crate::table::{Route, Table};
 use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::balancer::Balancer;
@@ -183,15 +184,16 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.table.load();
         let tls = client_cert::connection(session);
-        let path = session.req_header().uri.path();
-        match client_cert::check(&table.tls, tls, request_host(session), path) {
+        // Rules match the normalized path (no `..` escapes); the original goes upstream.
+        let path = normalize_path(session.req_header().uri.path());
+        match client_cert::check(&table.tls, tls, request_host(session), &path) {
             Verdict::Allow(client) => ctx.client_cert = client,
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
         }
         let req = session.req_header();
         let route = table
             .router
-            .find(request_host(session), req.method.as_str(), req.uri.path());
+            .find(request_host(session), req.method.as_str(), &path);
         if let Some(route) = route {
             ctx.route = Some(route.clone());
             return Ok(false);

@@ -208,6 +208,60 @@ impl<T> Router<T> {
     }
 }
 
+/// The path routes (and other path rules) are matched against, as nginx's `$uri`, which
+/// APISIX matches on: percent-escapes decoded, `.` and `..` segments resolved (RFC 3986
+/// §5.2.4), repeated slashes merged. `/pub/../admin` and `/pub/%2e%2e/admin` both give
+/// `/admin`, so a path cannot step out of the route (or `skip_mtls_uri_regex`) it seems to
+/// match. The request still goes upstream with its original path. Borrowed (no allocation)
+/// for ordinary paths; `..` above the root stays at the root.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let b = path.as_bytes();
+    let plain = !b.contains(&b'%')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..");
+    if plain {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b[i]);
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in text.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    let mut result = String::with_capacity(text.len());
+    for seg in &out {
+        result.push('/');
+        result.push_str(seg);
+    }
+    if trailing || result.is_empty() {
+        result.push('/');
+    }
+    std::borrow::Cow::Owned(result)
+}
+
 /// The host name of a `Host` header value: port removed, IPv6 brackets kept off
 /// (`[::1]:80` → `::1`, `Example.com:8080` → `Example.com`).
 pub fn host_without_port(host: &str) -> &str {
@@ -299,6 +353,24 @@ mod tests {
             PathPattern::parse("/api/*").unwrap(),
             PathPattern::Prefix("/api/".into())
         );
+    }
+
+    #[test]
+    fn paths_are_normalized_like_nginx_uri() {
+        assert!(matches!(
+            normalize_path("/a/b"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(normalize_path("/pub/../hello"), "/hello");
+        assert_eq!(normalize_path("/pub/%2e%2e/hello"), "/hello");
+        assert_eq!(normalize_path("/pub/..%2fhello"), "/hello");
+        assert_eq!(normalize_path("/pub/%2E%2E/%2E/hello"), "/hello");
+        assert_eq!(normalize_path("/a//b/./c/"), "/a/b/c/");
+        assert_eq!(normalize_path("/../../etc"), "/etc");
+        assert_eq!(normalize_path("/a/.."), "/");
+        assert_eq!(normalize_path("/caf%C3%A9"), "/café");
+        assert_eq!(normalize_path("/100%"), "/100%");
+        assert_eq!(normalize_path("/x%zz"), "/x%zz");
     }
 
     #[test]

@@ -350,3 +350,43 @@ fn pooled_connection_closed_by_the_upstream_is_not_used() {
     assert_eq!(o[0].connections().0, 5);
     assert!(!gw.log().contains("-> 50"), "{}", gw.log());
 }
+
+/// Sends one raw HTTP/1.1 request (no client-side path normalization) and returns the status.
+fn raw_status(port: u16, path: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+}
+
+#[test]
+fn dot_segments_cannot_step_out_of_a_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = origins(&["A"]);
+    let res = format!(
+        "routes:\n  - {{id: pub, uri: /pub/*, hosts: [test.com], upstream_id: u}}\nupstreams:\n  - {{id: u, nodes: {{\"127.0.0.1:{}\": 1}}}}\n",
+        o[0].port
+    );
+    let gw = Gateway::start(dir.path(), &res);
+    assert_eq!(raw_status(gw.port, "/pub/x", "test.com"), 200);
+    for escape in [
+        "/pub/../hello",
+        "/pub/%2e%2e/hello",
+        "/pub/..%2fhello",
+        "/pub/%2E%2E/%2e/hello",
+    ] {
+        assert_eq!(raw_status(gw.port, escape, "test.com"), 404, "{escape}");
+    }
+    // Dot segments that stay inside the prefix still match, and reach the origin unchanged.
+    assert_eq!(raw_status(gw.port, "/pub/a/../b", "test.com"), 200);
+    assert_eq!(o[0].seen().last().unwrap().path, "/pub/a/../b");
+    // A trailing dot on the host name is the same name.
+    assert_eq!(raw_status(gw.port, "/pub/x", "TEST.COM."), 200);
+}

@@ -80,6 +80,15 @@ fn mtls_requires_a_valid_client_certificate_and_passes_its_identity() {
     assert!(seen.header("x-client-dn").is_empty(), "{seen:?}");
     // The regex is matched as written: "^/public/" does not match /publicity.
     assert_eq!(gw.curl(name, "/publicity", &ca, &[]).status, 400);
+    // ... and against the normalized path: dot segments cannot step out of the skipped prefix.
+    for escape in [
+        "/public/../hello",
+        "/public/%2e%2e/hello",
+        "/public/..%2fhello",
+    ] {
+        let r = gw.curl(name, escape, &ca, &["--path-as-is"]);
+        assert_eq!(r.status, 400, "{escape}: {r:?}");
+    }
 
     // The plain listener strips the forged header too.
     let client = reqwest::blocking::Client::new();
