@@ -174,6 +174,17 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let g = loaded.static_file.gateway.clone();
+    if !upgrade {
+        // Pingora would retry a busy port forever; fail at once instead. (With -u the
+        // sockets come from the running process.)
+        let listeners = g.listen.iter().map(|a| ("gateway.listen", a));
+        for (field, addr) in listeners.chain(g.tls_listen.iter().map(|a| ("gateway.tls_listen", a))) {
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                eprintln!("error: {field}: cannot listen on {addr}: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     init_logging(g.error_log.as_deref())?;
     for w in &loaded.compiled.warnings {
         warn!("{}: {w}", loaded.resources_path.display());

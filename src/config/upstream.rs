@@ -255,6 +255,13 @@ pub(super) fn compile_upstream(
             load: NodeLoad::default(),
         });
     }
+    let all_ip = nodes.iter().all(|(_, host, _, _)| is_ip(host));
+    if tls && peer_tls.verify && sni_source == SniSource::RequestHost && all_ip {
+        cx.warn(
+            format!("{path}.tls.sni"),
+            "not set, so the SNI (and the name verified) is the client's Host: requests whose Host is an IP address (e.g. curl http://127.0.0.1:9080/…) will get 502; set tls.sni to the upstream's certificate name",
+        );
+    }
     if !unnamed.is_empty() {
         cx.warn(
             format!("{path}.tls.sni"),
