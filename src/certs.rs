@@ -65,9 +65,15 @@ pub enum CertsError {
     /// OpenSSL refused to build a key or certificate.
     #[error("openssl: {0}")]
     Openssl(#[from] ErrorStack),
-    /// `days` is 0.
-    #[error("--days must be at least 1")]
-    ZeroDays,
+    /// `days` is 0 or more than [`MAX_DAYS`].
+    #[error("--days must be between 1 and {MAX_DAYS}")]
+    BadDays,
+    /// The server name is neither a DNS name nor an IP address.
+    #[error("--server-name {0:?} is not a DNS name (letters, digits, '-', '.', optionally a leading '*.') or an IP address")]
+    BadName(String),
+    /// The client name is empty.
+    #[error("--client-name must not be empty")]
+    EmptyClientName,
 }
 
 /// A certificate with its private key.
@@ -84,8 +90,14 @@ pub struct Issued {
 /// Errors: [`CertsError::Exists`] when a file is present and `force` is off (nothing is
 /// written then), [`CertsError::Write`], [`CertsError::Openssl`].
 pub fn init(opts: &InitOptions) -> Result<Vec<PathBuf>, CertsError> {
-    if opts.days == 0 {
-        return Err(CertsError::ZeroDays);
+    if opts.days == 0 || opts.days > MAX_DAYS {
+        return Err(CertsError::BadDays);
+    }
+    if !valid_server_name(&opts.server_name) {
+        return Err(CertsError::BadName(opts.server_name.clone()));
+    }
+    if opts.client_name.trim().is_empty() {
+        return Err(CertsError::EmptyClientName);
     }
     let paths: Vec<PathBuf> = FILES.iter().map(|f| opts.dir.join(f)).collect();
     if !opts.force {
@@ -93,13 +105,14 @@ pub fn init(opts: &InitOptions) -> Result<Vec<PathBuf>, CertsError> {
             return Err(CertsError::Exists(p.clone()));
         }
     }
+    // Everything is made before anything is written: a failure leaves no half-made folder.
+    let ca = make_ca("ROOTCA", opts.days)?;
+    let server = issue(&ca, &opts.server_name, Role::Server, opts.days)?;
+    let client = issue(&ca, &opts.client_name, Role::Client, opts.days)?;
     std::fs::create_dir_all(&opts.dir).map_err(|source| CertsError::Write {
         path: opts.dir.clone(),
         source,
     })?;
-    let ca = make_ca("ROOTCA", opts.days)?;
-    let server = issue(&ca, &opts.server_name, Role::Server, opts.days)?;
-    let client = issue(&ca, &opts.client_name, Role::Client, opts.days)?;
     for (i, issued) in [&ca, &server, &client].into_iter().enumerate() {
         write_file(&paths[2 * i], &issued.cert.to_pem()?, 0o644)?;
         write_file(
@@ -109,6 +122,29 @@ pub fn init(opts: &InitOptions) -> Result<Vec<PathBuf>, CertsError> {
         )?;
     }
     Ok(paths)
+}
+
+/// Longest validity accepted, in days (about 270 years; X.509 dates end in 9999).
+pub const MAX_DAYS: u32 = 100_000;
+
+/// A DNS name (RFC 1123 labels: letters, digits and inner '-'; optionally a leading `*.`) or
+/// an IP address.
+fn valid_server_name(name: &str) -> bool {
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// What an issued certificate is for.
@@ -235,4 +271,40 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertsError> {
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(wrap)?;
     f.write_all(bytes).map_err(wrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_and_days_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        let opts = |name: &str, days: u32| InitOptions {
+            dir: target.clone(),
+            server_name: name.into(),
+            client_name: "client".into(),
+            days,
+            force: false,
+        };
+        for name in ["", "bad name!", "a..b", "-"] {
+            assert!(
+                matches!(init(&opts(name, 10)), Err(CertsError::BadName(_))),
+                "{name:?}"
+            );
+        }
+        assert!(matches!(
+            init(&opts("test.com", 0)),
+            Err(CertsError::BadDays)
+        ));
+        assert!(matches!(
+            init(&opts("test.com", 99_999_999)),
+            Err(CertsError::BadDays)
+        ));
+        assert!(!target.exists());
+        assert!(valid_server_name("*.example.com"));
+        assert!(valid_server_name("10.0.0.1"));
+        assert!(valid_server_name("::1"));
+    }
 }

@@ -154,9 +154,16 @@ fn certs_init(opts: InitOptions) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Log filter when `RUST_LOG` is unset: info, except Pingora's connector module, which logs
+/// "failed to acquire reusable stream" at error level whenever a pooled connection is busy
+/// being checked by the pool's idle watcher — a harmless race under load (a new connection
+/// is made) that would otherwise read as a failed request.
+const DEFAULT_LOG_FILTER: &str = "info,pingora_core::connectors=off";
+
 fn init_logging(error_log: Option<&str>) -> anyhow::Result<()> {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER),
+    );
     if let Some(path) = error_log {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -178,7 +185,8 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         // Pingora would retry a busy port forever; fail at once instead. (With -u the
         // sockets come from the running process.)
         let listeners = g.listen.iter().map(|a| ("gateway.listen", a));
-        for (field, addr) in listeners.chain(g.tls_listen.iter().map(|a| ("gateway.tls_listen", a))) {
+        for (field, addr) in listeners.chain(g.tls_listen.iter().map(|a| ("gateway.tls_listen", a)))
+        {
             if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
                 eprintln!("error: {field}: cannot listen on {addr}: {e}");
                 return Ok(ExitCode::FAILURE);

@@ -18,8 +18,9 @@ pub fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path`'s content with `text` atomically and durably. The new file keeps the old
-/// one's permission bits (0600 when there was none: it may hold private keys). A symlink is
-/// followed: the file it points to is replaced.
+/// one's permission bits (0600 when there was none), except that a file holding a private
+/// key is never left readable by group or others. A symlink is followed: the file it points
+/// to is replaced.
 ///
 /// Errors: any I/O error; the old file is then untouched.
 pub fn replace_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
@@ -27,6 +28,8 @@ pub fn replace_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
     let mode = std::fs::metadata(&path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o600);
+    let holds_key = text.windows(11).any(|w| w == b"PRIVATE KEY");
+    let mode = if holds_key { mode & 0o700 } else { mode };
     let tmp = temp_path(&path);
     let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
@@ -50,6 +53,17 @@ pub fn replace_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_with_a_private_key_is_not_left_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.yaml");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        replace_file(&p, b"key: |\n  -----BEGIN PRIVATE KEY-----\n").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn replaces_and_keeps_the_mode() {
