@@ -73,7 +73,7 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
         if addr.parse::<SocketAddr>().is_err() {
             problems.push(Problem::new(
                 format!("gateway.listen[{i}]"),
-                format!("{addr:?} is not an address of the form host:port (IPv6 as [::]:9080)"),
+                format!("{addr:?} is not an address of the form ip:port, e.g. 0.0.0.0:9080 (IPv6 as [::]:9080; host names are not resolved here)"),
             ));
         }
     }

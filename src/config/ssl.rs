@@ -236,7 +236,7 @@ pub(super) fn check_static(g: &Gateway, problems: &mut Vec<Problem>) {
         if addr.parse::<SocketAddr>().is_err() {
             problems.push(Problem::new(
                 format!("gateway.tls_listen[{i}]"),
-                format!("{addr:?} is not an address of the form host:port (IPv6 as [::]:9443)"),
+                format!("{addr:?} is not an address of the form ip:port, e.g. 0.0.0.0:9443 (IPv6 as [::]:9443; host names are not resolved here)"),
             ));
         }
     }
