@@ -302,7 +302,12 @@ pub fn format_line(e: &Entry, time_local: &str, out: &mut String) {
     let _ = write!(out, " - - [{time_local}] \"");
     push_escaped(out, e.method.as_str().as_bytes());
     out.push(' ');
-    push_escaped(out, e.uri.to_string().as_bytes());
+    // The request target as nginx's $request shows it: path and query, also for HTTP/2,
+    // whose URI carries scheme and authority.
+    match e.uri.path_and_query() {
+        Some(pq) => push_escaped(out, pq.as_str().as_bytes()),
+        None => push_escaped(out, e.uri.to_string().as_bytes()),
+    }
     let _ = write!(out, " {:?}\" {} {} ", e.version, e.status, e.bytes);
     push_quoted(out, e.referer.as_ref().map(HeaderValue::as_bytes));
     out.push(' ');
@@ -338,7 +343,7 @@ mod tests {
             time: UNIX_EPOCH,
             client: Some("192.0.2.7:5555".parse().unwrap()),
             method: Method::GET,
-            uri: "/a?b=c".parse().unwrap(),
+            uri: "https://api.example.com:9443/a?b=c".parse().unwrap(),
             version: Version::HTTP_11,
             status: 404,
             bytes: 35,
