@@ -283,7 +283,12 @@ pub struct CheckOutput {
 
 /// Runs `pylon check` on `resources` (written into `dir`).
 pub fn check(dir: &Path, resources: &str) -> CheckOutput {
-    let conf = write_config(dir, free_port(), resources);
+    check_with(dir, "", resources)
+}
+
+/// Runs `pylon check` on a static file with `gateway_extra` and `resources`.
+pub fn check_with(dir: &Path, gateway_extra: &str, resources: &str) -> CheckOutput {
+    let conf = write_config_with(dir, free_port(), gateway_extra, resources);
     let out = Command::new(pylon_bin())
         .args(["check", "-c"])
         .arg(&conf)

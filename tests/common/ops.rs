@@ -28,14 +28,7 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Writes `pylon.yaml` listening on `port`, with extra `gateway:` lines (each indented by
 /// two spaces already), and `resources.yaml`. Returns the static file's path.
 pub fn write_static(dir: &Path, port: u16, extra: &str, resources: &str) -> PathBuf {
-    let conf = dir.join("pylon.yaml");
-    let text = format!(
-        "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 1\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\n{extra}resources: resources.yaml\n",
-        d = dir.display()
-    );
-    std::fs::write(&conf, text).unwrap();
-    std::fs::write(dir.join("resources.yaml"), resources).unwrap();
-    conf
+    super::write_config_with(dir, port, extra, resources)
 }
 
 /// Sends `sig` (e.g. `libc::SIGTERM`) to `pid`.

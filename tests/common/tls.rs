@@ -22,7 +22,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 use pylon::certs::Issued;
 
-use super::{free_port, write_config_with, CheckOutput, Gateway, Origin, Pki};
+use super::{free_port, Gateway, Origin, Pki};
 
 /// The key algorithm of a generated certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,21 +299,6 @@ pub fn handshake(
             .selected_alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).to_string()),
     })
-}
-
-/// Runs `pylon check` on a static file with `gateway_extra` and `resources`.
-pub fn check_with(dir: &Path, gateway_extra: &str, resources: &str) -> CheckOutput {
-    let conf = write_config_with(dir, free_port(), gateway_extra, resources);
-    let out = Command::new(super::pylon_bin())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    CheckOutput {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
 }
 
 /// Sends `GET <path>` with `Host: <host>` over a fresh TLS connection to 127.0.0.1:`port`
