@@ -108,7 +108,16 @@ pub(super) fn compile_upstream(
     let pass_host = match (u.pass_host.as_deref(), &u.upstream_host) {
         (None | Some("pass"), _) => PassHost::Pass,
         (Some("node"), _) => PassHost::Node,
-        (Some("rewrite"), Some(h)) if !h.is_empty() => PassHost::Rewrite(h.clone()),
+        (Some("rewrite"), Some(h)) if !h.is_empty() => match http::HeaderValue::from_str(h) {
+            Ok(v) => PassHost::Rewrite(v),
+            Err(_) => {
+                cx.problem(
+                    format!("{path}.upstream_host"),
+                    format!("{h:?} is not a valid Host value"),
+                );
+                PassHost::Pass
+            }
+        },
         (Some("rewrite"), _) => {
             cx.problem(
                 format!("{path}.upstream_host"),
@@ -215,16 +224,23 @@ pub(super) fn compile_upstream(
         } else {
             bare.to_string()
         };
-        let host_header = if port == default_port {
+        let host_text = if port == default_port {
             host_part.clone()
         } else {
             format!("{host_part}:{port}")
+        };
+        let Ok(host_header) = http::HeaderValue::from_str(&host_text) else {
+            cx.problem(
+                format!("{npath}.host"),
+                format!("{host:?} is not a valid host name"),
+            );
+            continue;
         };
         let sni = match (&tls_sni, &pass_host) {
             (Some(s), _) => s.clone(),
             (None, PassHost::Node) if !is_ip(bare) => bare.to_string(),
             (None, PassHost::Rewrite(h)) => {
-                let name = crate::router::host_without_port(h);
+                let name = crate::router::host_without_port(h.to_str().unwrap_or(""));
                 if is_ip(name) {
                     String::new()
                 } else {
@@ -277,11 +293,12 @@ pub(super) fn compile_upstream(
                 .iter()
                 .filter(|n| {
                     let probe_host = a.host.as_deref().or(match &pass_host {
-                        PassHost::Rewrite(h) => Some(h.as_str()),
+                        PassHost::Rewrite(h) => h.to_str().ok(),
                         _ => None,
                     });
-                    let name =
-                        crate::router::host_without_port(probe_host.unwrap_or(&n.host_header));
+                    let name = crate::router::host_without_port(
+                        probe_host.unwrap_or(n.host_header.to_str().unwrap_or("")),
+                    );
                     n.peer.load().sni.is_empty() && is_ip(name)
                 })
                 .map(|n| n.label.as_str())

@@ -26,8 +26,8 @@ pub enum PassHost {
     Pass,
     /// The node's `host[:port]` (port omitted when it is the scheme's default).
     Node,
-    /// This fixed value (`upstream_host`).
-    Rewrite(String),
+    /// This fixed value (`upstream_host`), made a header value once at load.
+    Rewrite(http::HeaderValue),
 }
 
 /// Where a TLS node's SNI comes from (shared/design/config-model.md, "Upstream TLS rules").
@@ -68,8 +68,9 @@ impl Default for Timeouts {
 pub struct Node {
     /// `host:port` as configured, for logs.
     pub label: String,
-    /// The Host header value for `pass_host: node`.
-    pub host_header: String,
+    /// The Host header value for `pass_host: node`, made once at load (cloning it per
+    /// request shares its bytes).
+    pub host_header: http::HeaderValue,
     /// The peer template: address resolved, TLS settings, client certificate, CA store,
     /// pool key and timeouts set. Cloned per request. Replaced when the background resolver
     /// finds a new address for a host name.

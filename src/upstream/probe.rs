@@ -163,10 +163,10 @@ async fn probe(connector: &Connector, up: &Upstream, i: usize, check: &ActiveChe
         .host
         .clone()
         .or_else(|| match &up.pass_host {
-            PassHost::Rewrite(h) => Some(h.clone()),
+            PassHost::Rewrite(h) => h.to_str().ok().map(str::to_string),
             _ => None,
         })
-        .unwrap_or_else(|| node.host_header.clone());
+        .unwrap_or_else(|| node.host_header.to_str().unwrap_or("").to_string());
     if check.kind == ProbeKind::Https {
         peer.scheme = Scheme::HTTPS;
         if peer.sni.is_empty() {
