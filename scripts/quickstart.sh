@@ -21,7 +21,7 @@ NGINX_PID_FILE="$STATE/nginx.pid"
 PYLON_PID_FILE="$STATE/pylon.pid"
 UPSTREAM_PORT=8443  # conf/resources.yaml: node 127.0.0.1:8443
 GATEWAY_PORT=9080   # conf/pylon.yaml: listen 0.0.0.0:9080
-PACKAGES=(build-essential cmake pkg-config libssl-dev nginx curl openssl wrk python3)
+PACKAGES=(build-essential cmake pkg-config libssl-dev protobuf-compiler nginx curl openssl wrk python3)
 
 info() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod certs;
 pub mod config;
+pub mod etcd;
 pub mod forwarding;
 pub mod ops;
 pub mod proxy;

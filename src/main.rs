@@ -11,8 +11,11 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 
+use pylon::admin::transfer;
 use pylon::certs::{self, InitOptions};
+use pylon::config::model::ConfigProvider;
 use pylon::config::{self, Loaded};
+use pylon::ops::etcd_sync::EtcdSync;
 use pylon::proxy::Gateway;
 use pylon::tls::accept::tls_settings;
 use pylon::tls::client_cert::ClientCertHeaders;
@@ -56,6 +59,33 @@ enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Move a configuration between a resources file and etcd (gateway.etcd).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a resources file, then write every object in it into etcd (APISIX's key
+    /// layout; PEM paths inlined, private keys encrypted with the keyring).
+    Push {
+        /// The static file (its gateway.etcd says where etcd is).
+        #[arg(short = 'c', long = "conf", default_value = "conf/pylon.yaml")]
+        conf: PathBuf,
+        /// The resources file to push.
+        file: PathBuf,
+    },
+    /// Print what etcd holds as a resources file (private keys decrypted: keep it secret).
+    Dump {
+        /// The static file (its gateway.etcd says where etcd is).
+        #[arg(short = 'c', long = "conf", default_value = "conf/pylon.yaml")]
+        conf: PathBuf,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -107,6 +137,12 @@ fn main() -> ExitCode {
             days,
             force,
         }),
+        Command::Config {
+            command: ConfigCommand::Push { conf, file },
+        } => config_push(&conf, &file),
+        Command::Config {
+            command: ConfigCommand::Dump { conf, output },
+        } => config_dump(&conf, output.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -117,21 +153,61 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads and compiles everything; on failure prints every problem and returns `None`.
-fn load(conf: &Path) -> Option<Loaded> {
-    match config::load_all(conf) {
-        Ok(loaded) => Some(loaded),
+fn print_errors(e: &dyn std::fmt::Display) {
+    for line in e.to_string().lines() {
+        eprintln!("error: {line}");
+    }
+}
+
+/// Loads and compiles everything, from the resources file or from etcd (with the source that
+/// keeps watching it); on failure prints every problem and returns `None`.
+fn load(conf: &Path) -> Option<(Loaded, Option<EtcdSync>)> {
+    let static_file = match config::load_static(conf) {
+        Ok(s) => s,
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("error: {line}");
+            print_errors(&e);
+            return None;
+        }
+    };
+    if static_file.gateway.config_provider != ConfigProvider::Etcd {
+        return match config::load_all(conf) {
+            Ok(loaded) => Some((loaded, None)),
+            Err(e) => {
+                print_errors(&e);
+                None
             }
+        };
+    }
+    match EtcdSync::start(&static_file, conf) {
+        Ok((sync, mut compiled)) => {
+            let listener = config::ssl::listener_warnings(&static_file.gateway, &compiled.table.tls);
+            compiled.warnings.extend(listener);
+            let loaded = Loaded {
+                resources_path: PathBuf::from(sync.source_name()),
+                static_file,
+                compiled,
+            };
+            Some((loaded, Some(sync)))
+        }
+        Err(e) => {
+            eprintln!("error: {}: config_provider etcd: {e}", conf.display());
             None
         }
     }
 }
 
 fn check(conf: &Path) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load(conf) else {
+    let static_file = match config::load_static(conf) {
+        Ok(s) => s,
+        Err(e) => {
+            print_errors(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if static_file.gateway.config_provider == ConfigProvider::Etcd {
+        return check_etcd(conf, &static_file);
+    }
+    let Ok(loaded) = config::load_all(conf).map_err(|e| print_errors(&e)) else {
         return Ok(ExitCode::FAILURE);
     };
     let file = loaded.resources_path.display();
@@ -143,6 +219,95 @@ fn check(conf: &Path) -> anyhow::Result<ExitCode> {
         conf.display(),
         loaded.compiled.counts
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pylon check` with `config_provider: etcd`: every item that a gateway would skip, one
+/// line per problem (`error: /apisix/routes/1: uri: …`), exit 1 if any.
+fn check_etcd(conf: &Path, static_file: &config::StaticFile) -> anyhow::Result<ExitCode> {
+    let report = match transfer::check(static_file, conf) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", conf.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for (s, key) in report.skipped.iter().zip(&report.keys) {
+        for p in &s.problems {
+            eprintln!("error: {key}: {p}");
+        }
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "{}: {} invalid items in etcd (revision {}); gateways skip them",
+            conf.display(),
+            report.skipped.len(),
+            report.revision
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    for w in &report.compiled.warnings {
+        eprintln!("warning: etcd: {w}");
+    }
+    println!(
+        "{}: ok ({}; etcd revision {})",
+        conf.display(),
+        report.compiled.counts,
+        report.revision
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_push(conf: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let Ok(static_file) = config::load_static(conf).map_err(|e| print_errors(&e)) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    match transfer::push(&static_file, conf, file) {
+        Ok((objects, txns, revision)) => {
+            println!(
+                "pushed {objects} objects from {} in {txns} transaction(s); etcd revision {revision}",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_errors(&e);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn config_dump(conf: &Path, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let Ok(static_file) = config::load_static(conf).map_err(|e| print_errors(&e)) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (text, snap) = match transfer::dump(&static_file, conf) {
+        Ok(r) => r,
+        Err(e) => {
+            print_errors(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match output {
+        Some(path) => {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            pylon::admin::persist::replace_file(path, text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} objects, etcd revision {})",
+                path.display(),
+                snap.items.len(),
+                snap.revision
+            );
+        }
+        None => print!("{text}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,7 +342,7 @@ fn init_logging(error_log: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load(conf) else {
+    let Some((loaded, etcd)) = load(conf) else {
         return Ok(ExitCode::FAILURE);
     };
     let g = loaded.static_file.gateway.clone();
@@ -238,7 +403,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         ClientCertHeaders::new(headers.subject_dn.as_deref(), headers.serial.as_deref()).map_err(
             |(field, msg)| anyhow::anyhow!("gateway.client_cert_headers.{field}: {msg}"),
         )?;
-    let (ops, table) = pylon::ops::Operations::new(conf, loaded)?;
+    let (ops, table) = pylon::ops::Operations::new(conf, loaded, etcd)?;
     server.add_service(background_service(
         "upstream maintenance",
         Maintenance::new(table.clone()),
@@ -259,7 +424,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         server.add_service(pylon::ops::metrics_service(listen)?);
     }
     if let Some(admin) = &g.admin {
-        server.add_service(pylon::admin::service(admin, ops.reloader())?);
+        server.add_service(pylon::admin::service(admin, ops.source())?);
     }
     server.add_service(background_service("operations", ops));
     server.run_forever();

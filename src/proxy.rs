@@ -226,6 +226,12 @@ impl ProxyHttp for Gateway {
             .flatten();
         let Some(index) = same.or_else(|| upstream.pick(&key, &ctx.tried)) else {
             ctx.node = None;
+            if upstream.nodes.is_empty() {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    "the route's upstream_id names no upstream (failed to find upstream by id)",
+                );
+            }
             return Error::e_explain(
                 ErrorType::HTTPStatus(503),
                 "no available node (no node resolves, or every node was tried)",

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use super::persist;
 use super::store::{id_text, redact, valid_id, Doc, Kind};
+use crate::config::items::split_path;
 use crate::config::{self, model, ConfigError, Problem, Resources};
 use crate::ops::hold::HoldError;
 use crate::ops::reload::Reloader;
@@ -42,6 +43,9 @@ pub enum AdminError {
     /// 500: the file could not be written, or another unexpected failure.
     #[error("{0}")]
     Internal(String),
+    /// 503: the configuration store (etcd) cannot be reached; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AdminError {
@@ -53,6 +57,7 @@ impl AdminError {
             AdminError::MethodNotAllowed(_) => 405,
             AdminError::Conflict(_) => 409,
             AdminError::Internal(_) => 500,
+            AdminError::Unavailable(_) => 503,
         }
     }
 }
@@ -105,7 +110,7 @@ fn key(kind: Kind, id: &str) -> String {
     format!("/apisix/{}/{id}", kind.segment())
 }
 
-fn item(kind: Kind, id: &str, value: &Value) -> Value {
+pub(super) fn item(kind: Kind, id: &str, value: &Value) -> Value {
     json!({"key": key(kind, id), "value": redact(kind, value)})
 }
 
@@ -146,7 +151,7 @@ fn check_shape<T: DeserializeOwned>(value: &Value) -> Result<(), AdminError> {
         })
 }
 
-fn check_kind_shape(kind: Kind, value: &Value) -> Result<(), AdminError> {
+pub(super) fn check_kind_shape(kind: Kind, value: &Value) -> Result<(), AdminError> {
     match kind {
         Kind::Routes => check_shape::<model::Route>(value),
         Kind::Services => check_shape::<model::Service>(value),
@@ -154,14 +159,6 @@ fn check_kind_shape(kind: Kind, value: &Value) -> Result<(), AdminError> {
         Kind::Ssls => check_shape::<model::Ssl>(value),
         Kind::CaCertificates => check_shape::<model::CaCertificate>(value),
     }
-}
-
-/// Splits `services[0].upstream.tls` into (services, 0, "upstream.tls").
-fn split_path(path: &str) -> Option<(Kind, usize, &str)> {
-    let (seg, rest) = path.split_once('[')?;
-    let (idx, rest) = rest.split_once(']')?;
-    let rest = rest.strip_prefix('.').unwrap_or(rest);
-    Some((Kind::from_segment(seg)?, idx.parse().ok()?, rest))
 }
 
 /// A problem found in the rendered file, worded for the API: relative to the body when it is
@@ -258,79 +255,15 @@ impl Api {
         let hold = self.reloader.hold()?;
         let mut doc = Doc::parse(hold.text())
             .map_err(|e| AdminError::Internal(format!("the resources file: {e}")))?;
-        let (id, status) = match op {
-            Op::List | Op::Get(_) => return Err(AdminError::Internal("not a change".into())),
-            Op::Put(url_id, body) => {
-                let m = object(body)?;
-                let body_id = map_id(&m);
-                let id = match (url_id, body_id) {
-                    (Some(u), Some(b)) if u != b => {
-                        return Err(AdminError::BadRequest(format!(
-                            "id: {b:?} does not match the id in the URL ({u:?})"
-                        )))
-                    }
-                    (Some(u), _) => u,
-                    (None, Some(b)) => b,
-                    (None, None) => {
-                        return Err(AdminError::BadRequest(
-                            "id: required (in the URL or the body)".into(),
-                        ))
-                    }
-                };
-                check_id(&id)?;
-                let old = doc.get(kind, &id);
-                let created = old
-                    .and_then(|o| o.get("create_time").cloned())
-                    .unwrap_or_else(|| json!(now()));
-                let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
-                let status = if old.is_some() { 200 } else { 201 };
-                doc.put(kind, &id, stamped(id_value, m, created));
-                (id, status)
+        let Planned { id, status, value } = plan(&doc, kind, op)?;
+        match value {
+            Some(v) => {
+                doc.put(kind, &id, v);
             }
-            Op::Post(body) => {
-                let m = object(body)?;
-                if m.contains_key("id") {
-                    return Err(AdminError::BadRequest(format!(
-                        "id: not allowed with POST, which generates it; use PUT \
-                         /apisix/admin/{}/<id>",
-                        kind.segment()
-                    )));
-                }
-                let id = new_id(&doc, kind);
-                doc.put(kind, &id, stamped(json!(id), m, json!(now())));
-                (id, 201)
-            }
-            Op::Patch(id, how, body) => {
-                let old = doc.get(kind, &id).ok_or_else(|| not_found(kind, &id))?;
-                let mut v = old.clone();
-                patch(&mut v, how, body)?;
-                let Value::Object(m) = v else {
-                    return Err(AdminError::BadRequest(
-                        "the patched object is not a JSON object".into(),
-                    ));
-                };
-                if map_id(&m).as_deref() != Some(id.as_str()) {
-                    return Err(AdminError::BadRequest("id: cannot be changed".into()));
-                }
-                let created = old.get("create_time").cloned().unwrap_or(json!(now()));
-                let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
-                doc.put(kind, &id, stamped(id_value, m, created));
-                (id, 200)
-            }
-            Op::Delete(id) => {
-                doc.get(kind, &id).ok_or_else(|| not_found(kind, &id))?;
-                let users = doc.referrers(kind, &id);
-                if !users.is_empty() {
-                    return Err(AdminError::BadRequest(format!(
-                        "{} {id:?} is still used by {}",
-                        kind.singular(),
-                        users.join(", ")
-                    )));
-                }
+            None => {
                 doc.remove(kind, &id);
-                (id, 200)
             }
-        };
+        }
         let own = doc.position(kind, &id).map(|i| (kind, i));
         if let Some(v) = doc.get(kind, &id) {
             check_kind_shape(kind, v)?;
@@ -370,6 +303,96 @@ impl Api {
     }
 }
 
+/// What a change does to one object: its id, the status to answer (201 created, 200
+/// otherwise) and its new value (`None`: deleted).
+pub struct Planned {
+    /// The object's id.
+    pub id: String,
+    /// 201 for a new object, else 200.
+    pub status: u16,
+    /// The new value, or `None` when the change deletes it.
+    pub value: Option<Value>,
+}
+
+/// Works out `op` on the objects of `doc` (the current configuration), without changing
+/// them: ids checked or generated, times stamped, patches applied, deletes of objects still
+/// referred to refused.
+///
+/// Errors: [`AdminError::BadRequest`] and [`AdminError::NotFound`].
+pub fn plan(doc: &Doc, kind: Kind, op: Op) -> Result<Planned, AdminError> {
+    let (id, status, value) = match op {
+        Op::List | Op::Get(_) => return Err(AdminError::Internal("not a change".into())),
+        Op::Put(url_id, body) => {
+            let m = object(body)?;
+            let body_id = map_id(&m);
+            let id = match (url_id, body_id) {
+                (Some(u), Some(b)) if u != b => {
+                    return Err(AdminError::BadRequest(format!(
+                        "id: {b:?} does not match the id in the URL ({u:?})"
+                    )))
+                }
+                (Some(u), _) => u,
+                (None, Some(b)) => b,
+                (None, None) => {
+                    return Err(AdminError::BadRequest(
+                        "id: required (in the URL or the body)".into(),
+                    ))
+                }
+            };
+            check_id(&id)?;
+            let old = doc.get(kind, &id);
+            let created = old
+                .and_then(|o| o.get("create_time").cloned())
+                .unwrap_or_else(|| json!(now()));
+            let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
+            let status = if old.is_some() { 200 } else { 201 };
+            (id, status, Some(stamped(id_value, m, created)))
+        }
+        Op::Post(body) => {
+            let m = object(body)?;
+            if m.contains_key("id") {
+                return Err(AdminError::BadRequest(format!(
+                    "id: not allowed with POST, which generates it; use PUT \
+                     /apisix/admin/{}/<id>",
+                    kind.segment()
+                )));
+            }
+            let id = new_id(doc, kind);
+            let v = stamped(json!(id), m, json!(now()));
+            (id, 201, Some(v))
+        }
+        Op::Patch(id, how, body) => {
+            let old = doc.get(kind, &id).ok_or_else(|| not_found(kind, &id))?;
+            let mut v = old.clone();
+            patch(&mut v, how, body)?;
+            let Value::Object(m) = v else {
+                return Err(AdminError::BadRequest(
+                    "the patched object is not a JSON object".into(),
+                ));
+            };
+            if map_id(&m).as_deref() != Some(id.as_str()) {
+                return Err(AdminError::BadRequest("id: cannot be changed".into()));
+            }
+            let created = old.get("create_time").cloned().unwrap_or(json!(now()));
+            let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
+            (id, 200, Some(stamped(id_value, m, created)))
+        }
+        Op::Delete(id) => {
+            doc.get(kind, &id).ok_or_else(|| not_found(kind, &id))?;
+            let users = doc.referrers(kind, &id);
+            if !users.is_empty() {
+                return Err(AdminError::BadRequest(format!(
+                    "{} {id:?} is still used by {}",
+                    kind.singular(),
+                    users.join(", ")
+                )));
+            }
+            (id, 200, None)
+        }
+    };
+    Ok(Planned { id, status, value })
+}
+
 /// The `id` of an object's fields, as text.
 fn map_id(m: &Map<String, Value>) -> Option<String> {
     match m.get("id")? {
@@ -379,7 +402,7 @@ fn map_id(m: &Map<String, Value>) -> Option<String> {
     }
 }
 
-fn not_found(kind: Kind, id: &str) -> AdminError {
+pub(super) fn not_found(kind: Kind, id: &str) -> AdminError {
     AdminError::NotFound(format!("{} {id:?} not found", kind.singular()))
 }
 

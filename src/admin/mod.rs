@@ -26,8 +26,10 @@
 //! every answer. See [`api`] for how a change is validated, persisted and applied.
 
 pub mod api;
+pub mod etcd_api;
 pub mod persist;
 pub mod store;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +46,9 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::config::{model, Problem};
-use crate::ops::reload::Reloader;
+use crate::ops::Source;
 use api::{AdminError, Api, Op, PatchKind};
+use etcd_api::EtcdApi;
 use store::Kind;
 
 /// The OpenAPI 3 description served at `/apisix/admin/openapi.json`.
@@ -92,13 +95,13 @@ pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
     problems
 }
 
-/// The admin service on `gateway.admin.listen`, one thread, changing the resources file
-/// `reloader` serves.
+/// The admin service on `gateway.admin.listen`, one thread, changing the configuration of
+/// `source` (the resources file, or etcd).
 ///
 /// Errors: [`AdminStartError::Listen`] when the address does not parse.
 pub fn service(
     admin: &model::Admin,
-    reloader: Arc<Reloader>,
+    source: Source,
 ) -> Result<Service<AdminApp>, AdminStartError> {
     let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
     if admin.api_key.is_none() {
@@ -107,9 +110,13 @@ pub fn service(
              configuration (set gateway.admin.api_key)"
         );
     }
+    let backend = match source {
+        Source::File(reloader) => Backend::File(Arc::new(Api::new(reloader))),
+        Source::Etcd(sync) => Backend::Etcd(Arc::new(EtcdApi::new(sync))),
+    };
     let app = AdminApp {
         key: admin.api_key.clone().map(String::into_bytes),
-        api: Arc::new(Api::new(reloader)),
+        backend,
     };
     let mut service = Service::new("Pylon admin API".into(), app);
     service.add_tcp(&addr.to_string());
@@ -118,10 +125,18 @@ pub fn service(
     Ok(service)
 }
 
+/// Where the admin API reads and writes.
+enum Backend {
+    /// The resources file.
+    File(Arc<Api>),
+    /// etcd.
+    Etcd(Arc<EtcdApi>),
+}
+
 /// The admin HTTP application; see the module documentation.
 pub struct AdminApp {
     key: Option<Vec<u8>>,
-    api: Arc<Api>,
+    backend: Backend,
 }
 
 /// Whether the request's `X-API-KEY` value `given` is the configured `key` (constant time in
@@ -264,13 +279,20 @@ impl ServeHttp for AdminApp {
             Err(e) => return error_response(&e),
         };
         let what = format!("{method} {path}");
-        let api = self.api.clone();
-        // Changes take the reload lock, write and fsync: off the async threads.
-        let result = match op {
-            Op::List | Op::Get(_) => api.run(kind, op, &what),
-            op => tokio::task::spawn_blocking(move || api.run(kind, op, &what))
-                .await
-                .unwrap_or_else(|e| Err(AdminError::Internal(format!("admin task failed: {e}")))),
+        let result = match &self.backend {
+            Backend::Etcd(api) => api.run(kind, op, &what).await,
+            Backend::File(api) => {
+                let api = api.clone();
+                // Changes take the reload lock, write and fsync: off the async threads.
+                match op {
+                    Op::List | Op::Get(_) => api.run(kind, op, &what),
+                    op => tokio::task::spawn_blocking(move || api.run(kind, op, &what))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(AdminError::Internal(format!("admin task failed: {e}")))
+                        }),
+                }
+            }
         };
         match result {
             Ok((status, body)) => json_response(status, &body),

@@ -5,63 +5,7 @@
 
 use serde_json::{Map, Value};
 
-/// The object kinds of the resources file, in file order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `routes`
-    Routes,
-    /// `services`
-    Services,
-    /// `upstreams`
-    Upstreams,
-    /// `ssls`
-    Ssls,
-    /// `ca_certificates`
-    CaCertificates,
-}
-
-impl Kind {
-    /// Every kind, in the order the file lists them.
-    pub const ALL: [Kind; 5] = [
-        Kind::Routes,
-        Kind::Services,
-        Kind::Upstreams,
-        Kind::Ssls,
-        Kind::CaCertificates,
-    ];
-
-    /// The top-level key in the resources file and the URL segment
-    /// (`/apisix/admin/<segment>`, APISIX's names; `ca_certificates` is Pylon's).
-    pub fn segment(self) -> &'static str {
-        match self {
-            Kind::Routes => "routes",
-            Kind::Services => "services",
-            Kind::Upstreams => "upstreams",
-            Kind::Ssls => "ssls",
-            Kind::CaCertificates => "ca_certificates",
-        }
-    }
-
-    /// The kind for a URL segment.
-    pub fn from_segment(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.segment() == s)
-    }
-
-    /// One object of this kind, in words.
-    pub fn singular(self) -> &'static str {
-        match self {
-            Kind::Routes => "route",
-            Kind::Services => "service",
-            Kind::Upstreams => "upstream",
-            Kind::Ssls => "ssl",
-            Kind::CaCertificates => "CA certificate",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::config::kind::Kind;
 
 /// An object's `id` as text: APISIX ids are strings or integers.
 pub fn id_text(v: &Value) -> Option<String> {
@@ -171,6 +115,11 @@ impl Doc {
                 self.lists[kind.index()].len() - 1
             }
         }
+    }
+
+    /// Appends an object of `kind` (as read from a keyed store, in key order).
+    pub fn push(&mut self, kind: Kind, value: Value) {
+        self.lists[kind.index()].push(value);
     }
 
     /// Removes the object of `kind` with `id`; returns it.

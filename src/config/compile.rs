@@ -91,6 +91,12 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     if g.threads == Some(0) {
         problems.push(Problem::new("gateway.threads", "must be at least 1"));
     }
+    if let Some(e) = &g.etcd {
+        problems.extend(crate::etcd::check_static(e));
+    } else if g.config_provider == model::ConfigProvider::Etcd {
+        problems.extend(crate::etcd::check_static(&Default::default()));
+    }
+    problems.extend(crate::etcd::crypt::check_static(&g.data_encryption));
     problems
 }
 
@@ -110,6 +116,17 @@ pub(super) struct Ctx<'a> {
     /// Server `ssls` entries for the HTTPS listeners.
     pub(super) server_ssls: CertStoreBuilder,
     inventory: Inventory,
+    /// [`Options::missing_upstream_answers_503`].
+    missing_upstream_503: bool,
+}
+
+/// How [`compile_with`] treats what a keyed source (etcd) can hold between two writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A route or service whose `upstream_id` names no upstream compiles with an upstream of
+    /// no nodes, so its requests answer 503 (APISIX: "failed to find upstream by id")
+    /// instead of failing the whole configuration; a warning names it.
+    pub missing_upstream_answers_503: bool,
 }
 
 impl Ctx<'_> {
@@ -197,7 +214,17 @@ fn check_unique<'a>(kind: &str, ids: impl Iterator<Item = &'a Id>, problems: &mu
 /// Compiles `res`; relative certificate paths are resolved against `base` (the resources
 /// file's folder). Errors: every problem found, with its path.
 pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
+    compile_with(res, base, Options::default())
+}
+
+/// [`compile`] with `opts`.
+pub fn compile_with(
+    res: &Resources,
+    base: &Path,
+    opts: Options,
+) -> Result<Compiled, Vec<Problem>> {
     let mut cx = Ctx {
+        missing_upstream_503: opts.missing_upstream_answers_503,
         base,
         problems: Vec::new(),
         warnings: Vec::new(),
@@ -387,6 +414,14 @@ fn pick_upstream(
         }
         (Some(id), None) => match upstreams.get(&id.to_string()) {
             Some(found) => found.clone(), // None: reported at the upstream's own path
+            None if cx.missing_upstream_503 => {
+                let id = id.to_string();
+                cx.warn(
+                    format!("{path}.upstream_id"),
+                    format!("no upstream with id {id:?}: its requests answer 503"),
+                );
+                Some(Arc::new(Upstream::missing(&id)))
+            }
             None => {
                 cx.problem(
                     format!("{path}.upstream_id"),

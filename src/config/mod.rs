@@ -9,6 +9,8 @@
 mod checks;
 pub mod compile;
 pub mod inventory;
+pub mod items;
+pub mod kind;
 pub mod model;
 pub mod ssl;
 mod upstream;

@@ -53,6 +53,8 @@ struct Metrics {
     config_version: IntGauge,
     connections: IntGauge,
     access_log_dropped: IntCounter,
+    etcd_connected: IntGauge,
+    skipped_items: IntGauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -124,6 +126,16 @@ impl Metrics {
                 "pylon_access_log_dropped_total",
                 "Access-log lines dropped because the writer could not keep up.",
             )?,
+            etcd_connected: IntGauge::new(
+                "pylon_etcd_connected",
+                "1 while etcd answers and is watched, 0 while it does not (config_provider: \
+                 etcd; the last applied configuration keeps serving).",
+            )?,
+            skipped_items: IntGauge::new(
+                "pylon_config_skipped_items",
+                "Items of the configuration source not applied as stored (invalid, or refer \
+                 to something missing): held at their previous value or left out.",
+            )?,
         };
         let r = &m.registry;
         r.register(Box::new(m.requests.clone()))?;
@@ -136,6 +148,8 @@ impl Metrics {
         r.register(Box::new(m.config_version.clone()))?;
         r.register(Box::new(m.connections.clone()))?;
         r.register(Box::new(m.access_log_dropped.clone()))?;
+        r.register(Box::new(m.etcd_connected.clone()))?;
+        r.register(Box::new(m.skipped_items.clone()))?;
         for result in ["ok", "failed"] {
             m.reloads.with_label_values(&[result]);
         }
@@ -316,6 +330,20 @@ pub fn reload_result(ok: bool) {
         m.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+}
+
+/// Sets whether etcd answers (`pylon_etcd_connected`).
+pub fn etcd_connected(up: bool) {
+    if let Some(m) = METRICS.get() {
+        m.etcd_connected.set(i64::from(up));
+    }
+}
+
+/// Sets how many items are skipped now (`pylon_config_skipped_items`).
+pub fn skipped_items(n: usize) {
+    if let Some(m) = METRICS.get() {
+        m.skipped_items.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

@@ -17,8 +17,10 @@
 
 pub mod access_log;
 pub mod drain;
+pub mod etcd_sync;
 pub mod hold;
 pub mod metrics;
+pub mod publish;
 pub mod reload;
 
 use std::path::Path;
@@ -167,9 +169,19 @@ pub fn metrics_service(listen: &str) -> Result<Service<metrics::MetricsApp>, Ops
     Ok(service)
 }
 
+/// Where the configuration comes from after start.
+#[derive(Clone)]
+pub enum Source {
+    /// The resources file, reloaded on change.
+    File(Arc<reload::Reloader>),
+    /// etcd, watched.
+    Etcd(Arc<etcd_sync::EtcdSync>),
+}
+
 /// The background service; see the module documentation.
 pub struct Operations {
-    reloader: Arc<reload::Reloader>,
+    source: Source,
+    published: Arc<publish::Published>,
     writer: Mutex<Option<access_log::Writer>>,
     signals: Mutex<Option<Signals>>,
     drain: Duration,
@@ -177,12 +189,14 @@ pub struct Operations {
 
 impl Operations {
     /// Sets up metrics, the access log and signal handlers for the configuration `loaded`
-    /// from `static_path`; returns the service and the shared table the proxy serves from.
+    /// from `static_path` (or, with `etcd`, from etcd); returns the service and the shared
+    /// table the proxy serves from.
     ///
     /// Errors: see [`OpsError`].
     pub fn new(
         static_path: &Path,
         loaded: Loaded,
+        etcd: Option<etcd_sync::EtcdSync>,
     ) -> Result<(Operations, Arc<ArcSwap<Table>>), OpsError> {
         metrics::init()?;
         let g = &loaded.static_file.gateway;
@@ -202,12 +216,24 @@ impl Operations {
         let signals = Signals::new([SIGHUP, SIGUSR1]).map_err(OpsError::Signals)?;
         let drain = Duration::from_secs(g.graceful_shutdown_timeout.unwrap_or(DEFAULT_DRAIN));
         let table = Arc::new(ArcSwap::from_pointee(Table::empty()));
-        let reloader = reload::Reloader::new(static_path, &loaded, table.clone());
-        let inventory = loaded.compiled.inventory;
-        table.store(Arc::new(loaded.compiled.table));
-        metrics::config_applied(1, &table.load(), &inventory);
+        let (published, inventory) = publish::Published::start(table.clone(), loaded.compiled);
+        let published = Arc::new(published);
+        let source = match etcd {
+            Some(sync) => {
+                sync.attach(published.clone());
+                Source::Etcd(Arc::new(sync))
+            }
+            None => Source::File(Arc::new(reload::Reloader::new(
+                static_path,
+                &loaded.static_file,
+                &loaded.resources_path,
+                &inventory,
+                published.clone(),
+            ))),
+        };
         let ops = Operations {
-            reloader: Arc::new(reloader),
+            source,
+            published,
             writer: Mutex::new(writer),
             signals: Mutex::new(Some(signals)),
             drain,
@@ -215,9 +241,10 @@ impl Operations {
         Ok((ops, table))
     }
 
-    /// The reloader, shared with the admin API so its changes take the reload path.
-    pub fn reloader(&self) -> Arc<reload::Reloader> {
-        self.reloader.clone()
+    /// The configuration source, shared with the admin API so its changes take the same
+    /// path.
+    pub fn source(&self) -> Source {
+        self.source.clone()
     }
 
     fn start_threads(&self) {
@@ -235,8 +262,11 @@ impl Operations {
                     for sig in signals.forever() {
                         match sig {
                             SIGHUP => {
-                                info!("SIGHUP received: reloading the resources file");
-                                let _ = tx.send(reload::Event::Hangup);
+                                if tx.send(reload::Event::Hangup).is_ok() {
+                                    info!("SIGHUP received: reloading the resources file");
+                                } else {
+                                    info!("SIGHUP received: the configuration comes from etcd and is watched; nothing to reload");
+                                }
                             }
                             SIGUSR1 => {
                                 info!("SIGUSR1 received: reopening the access log");
@@ -250,12 +280,19 @@ impl Operations {
                 error!("cannot start the signal thread: {e}");
             }
         }
-        let reloader = self.reloader.clone();
-        let spawned = std::thread::Builder::new()
-            .name("reload".into())
-            .spawn(move || reloader.run(tx, rx));
+        let spawned = match self.source.clone() {
+            Source::File(reloader) => std::thread::Builder::new()
+                .name("reload".into())
+                .spawn(move || reloader.run(tx, rx)),
+            Source::Etcd(sync) => {
+                drop(rx);
+                std::thread::Builder::new()
+                    .name("etcd".into())
+                    .spawn(move || sync.run())
+            }
+        };
         if let Err(e) = spawned {
-            error!("cannot start the reload thread: {e}; hot reload is off");
+            error!("cannot start the configuration thread: {e}; changes will not apply");
         }
     }
 }
@@ -286,7 +323,7 @@ impl BackgroundService for Operations {
             );
         }
         access_log::flush(Duration::from_secs(1));
-        info!("exiting (config version {})", self.reloader.version());
+        info!("exiting (config version {})", self.published.version());
         std::process::exit(0);
     }
 }

@@ -31,14 +31,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use log::{error, info, warn};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::metrics;
+use super::publish::Published;
+use crate::config::inventory::Inventory;
 use crate::config::{self, ConfigError, Resources, StaticFile};
-use crate::table::Table;
 
 /// A file event is acted on once no other arrived for this long.
 pub const QUIET: Duration = Duration::from_millis(100);
@@ -78,7 +78,6 @@ pub enum Event {
 }
 
 pub(super) struct State {
-    version: u64,
     /// The resources file's bytes the running version was built from.
     pub(super) text: Vec<u8>,
     /// Why the last reload was refused (empty after a success).
@@ -95,7 +94,7 @@ pub struct Reloader {
     static_path: PathBuf,
     pub(super) resources_path: PathBuf,
     running_static: StaticFile,
-    table: Arc<ArcSwap<Table>>,
+    published: Arc<Published>,
     pub(super) state: Mutex<State>,
 }
 
@@ -146,7 +145,10 @@ fn static_changes(a: &StaticFile, b: &StaticFile) -> Vec<&'static str> {
         access_log,
         upstream_keepalive_pool_size,
         metrics_listen,
-        admin
+        admin,
+        config_provider,
+        etcd,
+        data_encryption
     );
     if a.resources != b.resources {
         out.push("resources");
@@ -158,14 +160,18 @@ fn static_changes(a: &StaticFile, b: &StaticFile) -> Vec<&'static str> {
 }
 
 impl Reloader {
-    /// A reloader for the configuration `loaded` from `static_path`, whose table is already
-    /// in `table` (version 1). Paths are made absolute, so a daemon's change of directory
-    /// does not matter.
-    pub fn new(static_path: &Path, loaded: &config::Loaded, table: Arc<ArcSwap<Table>>) -> Self {
-        let text = std::fs::read(&loaded.resources_path).unwrap_or_default();
-        let files: Vec<PathBuf> = loaded
-            .compiled
-            .inventory
+    /// A reloader for the resources file `resources_path` named by `static_file` (read from
+    /// `static_path`), whose version 1 (having read `inventory`) is serving in `published`.
+    /// Paths are made absolute, so a daemon's change of directory does not matter.
+    pub fn new(
+        static_path: &Path,
+        static_file: &StaticFile,
+        resources_path: &Path,
+        inventory: &Inventory,
+        published: Arc<Published>,
+    ) -> Self {
+        let text = std::fs::read(resources_path).unwrap_or_default();
+        let files: Vec<PathBuf> = inventory
             .files
             .iter()
             .map(|p| absolute(p))
@@ -173,11 +179,10 @@ impl Reloader {
         let static_text = std::fs::read(static_path).unwrap_or_default();
         Reloader {
             static_path: absolute(static_path),
-            resources_path: absolute(&loaded.resources_path),
-            running_static: loaded.static_file.clone(),
-            table,
+            resources_path: absolute(resources_path),
+            running_static: static_file.clone(),
+            published,
             state: Mutex::new(State {
-                version: 1,
                 last_error: String::new(),
                 end_marker: has_end_marker(&text),
                 last: Some(fingerprint(&text, &files)),
@@ -191,7 +196,7 @@ impl Reloader {
 
     /// The version serving now (1 at start).
     pub fn version(&self) -> u64 {
-        self.state.lock().map_or(0, |s| s.version)
+        self.published.version()
     }
 
     /// Reloads the resources file if needed; see the module documentation for the rules.
@@ -262,37 +267,24 @@ impl Reloader {
         started: Instant,
         how: &str,
     ) -> u64 {
-        let path = &self.resources_path;
-        for w in &compiled.warnings {
-            warn!("{}: {w}", path.display());
-        }
-        let table = Arc::new(compiled.table);
-        self.table.store(table.clone());
-        st.version += 1;
-        st.end_marker = has_end_marker(&text);
-        st.files = compiled
+        let files: Vec<PathBuf> = compiled
             .inventory
             .files
             .iter()
             .map(|p| absolute(p))
             .collect();
-        st.last = Some(fingerprint(&text, &st.files));
+        let detail = format!("{} certificate/key files watched", files.len());
+        let source = self.resources_path.display().to_string();
+        let (version, _) = self
+            .published
+            .publish(compiled, &source, &detail, how, started);
+        st.end_marker = has_end_marker(&text);
+        st.last = Some(fingerprint(&text, &files));
+        st.files = files;
         st.text = text;
         st.last_error.clear();
         st.last_ok = true;
-        metrics::reload_result(true);
-        metrics::config_applied(st.version, &table, &compiled.inventory);
-        info!(
-            "config version {} applied from {} ({}; {} certificate/key files watched) in {} ms \
-             ({})",
-            st.version,
-            path.display(),
-            compiled.counts,
-            st.files.len(),
-            started.elapsed().as_millis(),
-            how
-        );
-        st.version
+        version
     }
 
     fn refuse(&self, st: &mut State, e: &ConfigError, fp: Option<u64>) -> Outcome {
@@ -301,7 +293,7 @@ impl Reloader {
         }
         error!(
             "reload refused: config version {} keeps serving",
-            st.version
+            self.published.version()
         );
         st.last = fp;
         st.last_ok = false;

@@ -157,6 +157,34 @@ pub fn check_key_matches(leaf: &X509, key: &PKey<Private>) -> Result<(), PemErro
     }
 }
 
+/// Whether `cert`'s subjectAltName covers `name`: a DNS entry equal to it (case-insensitive)
+/// or a one-label wildcard (`*.example.com`) over it, or an IP entry equal to it (RFC 6125).
+pub fn cert_matches_name(cert: &openssl::x509::X509Ref, name: &str) -> bool {
+    let Some(sans) = cert.subject_alt_names() else {
+        return false;
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let ip: Option<std::net::IpAddr> = name.parse().ok();
+    sans.iter().any(|san| {
+        if let Some(dns) = san.dnsname() {
+            let dns = dns.to_ascii_lowercase();
+            match dns.strip_prefix("*.") {
+                Some(suffix) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => dns == name,
+            }
+        } else if let (Some(bytes), Some(ip)) = (san.ipaddress(), ip) {
+            match ip {
+                std::net::IpAddr::V4(v4) => bytes == v4.octets(),
+                std::net::IpAddr::V6(v6) => bytes == v6.octets(),
+            }
+        } else {
+            false
+        }
+    })
+}
+
 /// The certificate's subject as `CN=client, O=…` (one-line, RFC 4514-like order).
 pub fn subject_string(cert: &X509) -> String {
     cert.subject_name()

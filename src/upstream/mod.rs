@@ -126,6 +126,32 @@ pub struct Upstream {
     pub retry_timeout: Option<Duration>,
 }
 
+impl Upstream {
+    /// A stand-in for an `upstream_id` that names no upstream (a route written to etcd before
+    /// its upstream, or whose upstream was deleted): no nodes, so every request answers 503,
+    /// as APISIX does ("failed to find upstream by id"). Its id is `missing:<id>`.
+    pub fn missing(id: &str) -> Upstream {
+        Upstream {
+            id: format!("missing:{id}"),
+            nodes: Vec::new(),
+            balancer: Balancer::LeastConn {
+                weights: Vec::new(),
+                tie: std::sync::atomic::AtomicUsize::new(0),
+            },
+            hash_key: None,
+            health: None,
+            all_down: AtomicBool::new(false),
+            pass_host: PassHost::Pass,
+            tls: false,
+            verify: false,
+            sni: SniSource::Fixed,
+            timeouts: Timeouts::default(),
+            retries: 0,
+            retry_timeout: None,
+        }
+    }
+}
+
 /// Where a `chash` upstream takes its key (APISIX `hash_on` + `key`). A request without the
 /// key hashes on the client address, as APISIX does.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use openssl::x509::X509;
 use pylon::certs::{self, InitOptions, Issued, Role};
 
 pub mod admin;
+pub mod etcd;
 pub mod ops;
 pub mod origins;
 

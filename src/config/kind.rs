@@ -1,0 +1,61 @@
+//! The object kinds of the resources file and of etcd's key layout.
+
+/// The object kinds of the resources file, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `routes`
+    Routes,
+    /// `services`
+    Services,
+    /// `upstreams`
+    Upstreams,
+    /// `ssls`
+    Ssls,
+    /// `ca_certificates`
+    CaCertificates,
+}
+
+impl Kind {
+    /// Every kind, in the order the file lists them.
+    pub const ALL: [Kind; 5] = [
+        Kind::Routes,
+        Kind::Services,
+        Kind::Upstreams,
+        Kind::Ssls,
+        Kind::CaCertificates,
+    ];
+
+    /// The top-level key in the resources file and the URL segment
+    /// (`/apisix/admin/<segment>`, APISIX's names; `ca_certificates` is Pylon's).
+    pub fn segment(self) -> &'static str {
+        match self {
+            Kind::Routes => "routes",
+            Kind::Services => "services",
+            Kind::Upstreams => "upstreams",
+            Kind::Ssls => "ssls",
+            Kind::CaCertificates => "ca_certificates",
+        }
+    }
+
+    /// The kind for a URL segment.
+    pub fn from_segment(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.segment() == s)
+    }
+
+    /// One object of this kind, in words.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Routes => "route",
+            Kind::Services => "service",
+            Kind::Upstreams => "upstream",
+            Kind::Ssls => "ssl",
+            Kind::CaCertificates => "CA certificate",
+        }
+    }
+
+    /// Position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+

@@ -1,0 +1,222 @@
+//! Private keys at rest in etcd, encrypted as Apache APISIX does (`apisix/ssl.lua`,
+//! `data_encryption.keyring`): AES-128-CBC with PKCS#7 padding, the key and the IV both the
+//! keyring entry's 16 bytes, the result base64 encoded. Only values that are PEM text
+//! (`-----BEGIN …`) are encrypted; reading tries every entry in turn, so a keyring can be
+//! rotated by putting the new entry first. The same stored value can be read by APISIX and by
+//! Pylon when both have the same keyring.
+//!
+//! Fields: ssls `key` and `keys[]`; upstream `tls.client_key` (named upstreams and the inline
+//! ones of routes and services).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use openssl::symm::{decrypt, encrypt, Cipher};
+use serde_json::Value;
+
+use crate::config::kind::Kind;
+use crate::config::model::DataEncryption;
+use crate::config::Problem;
+
+/// APISIX's default keyring entry (`conf/config-default.yaml`), for the hint given when a key
+/// looks encrypted and no keyring is configured.
+pub const APISIX_DEFAULT_KEYRING: &str = "qeddd145sfvddff3";
+
+/// The keyring of `gateway.data_encryption`.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<[u8; 16]>,
+    encrypt: bool,
+}
+
+/// Checks `gateway.data_encryption.keyring`: every entry exactly 16 bytes.
+pub fn check_static(d: &DataEncryption) -> Vec<Problem> {
+    d.keyring
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.len() != 16)
+        .map(|(i, k)| {
+            Problem::new(
+                format!("gateway.data_encryption.keyring[{i}]"),
+                format!("must be 16 bytes (AES-128), not {}", k.len()),
+            )
+        })
+        .collect()
+}
+
+fn looks_encrypted(s: &str) -> bool {
+    let s = s.trim();
+    s.len() >= 24
+        && s.len() % 4 == 0
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+impl Keyring {
+    /// The keyring of `d` (entries of another length than 16 are left out; `pylon check`
+    /// reports them).
+    pub fn new(d: &DataEncryption) -> Keyring {
+        let keys = d
+            .keyring
+            .iter()
+            .filter_map(|k| <[u8; 16]>::try_from(k.as_bytes()).ok())
+            .collect();
+        Keyring {
+            keys,
+            encrypt: d.enable_encrypt_fields,
+        }
+    }
+
+    /// `pem` encrypted with the first entry, or unchanged when encryption is off, the keyring
+    /// is empty or `pem` is not PEM text (already encrypted, or a path).
+    pub fn encrypt(&self, pem: &str) -> String {
+        let Some(k) = self.keys.first().filter(|_| self.encrypt) else {
+            return pem.to_string();
+        };
+        if !pem.starts_with("---") {
+            return pem.to_string();
+        }
+        match encrypt(Cipher::aes_128_cbc(), k, Some(k), pem.as_bytes()) {
+            Ok(bytes) => STANDARD.encode(bytes),
+            Err(_) => pem.to_string(),
+        }
+    }
+
+    /// The PEM text of a stored value: PEM text and paths as they are; base64 decrypted with
+    /// the first entry that works.
+    ///
+    /// Errors: a value that looks encrypted but no entry decrypts (or there is no keyring).
+    pub fn decrypt(&self, stored: &str) -> Result<String, String> {
+        if stored.starts_with("---") || !looks_encrypted(stored) {
+            return Ok(stored.to_string());
+        }
+        if self.keys.is_empty() {
+            return Err(format!(
+                "looks encrypted, and gateway.data_encryption.keyring is empty (APISIX's \
+                 default keyring is [{APISIX_DEFAULT_KEYRING}])"
+            ));
+        }
+        let bytes = STANDARD
+            .decode(stored.trim())
+            .map_err(|e| format!("not PEM and not base64: {e}"))?;
+        self.keys
+            .iter()
+            .filter_map(|k| decrypt(Cipher::aes_128_cbc(), k, Some(k), &bytes).ok())
+            .find_map(|plain| String::from_utf8(plain).ok())
+            .ok_or_else(|| "cannot be decrypted with any gateway.data_encryption.keyring entry".into())
+    }
+
+    /// Encrypts the private-key fields of an object of `kind` in place.
+    pub fn encrypt_fields(&self, kind: Kind, value: &mut Value) {
+        for_each_key(kind, value, &mut |_, s| {
+            *s = self.encrypt(s);
+            Ok(())
+        })
+        .unwrap_or(());
+    }
+
+    /// Decrypts the private-key fields of an object of `kind` in place.
+    ///
+    /// Errors: the field that cannot be decrypted.
+    pub fn decrypt_fields(&self, kind: Kind, value: &mut Value) -> Result<(), Problem> {
+        for_each_key(kind, value, &mut |path, s| {
+            *s = self.decrypt(s).map_err(|m| Problem::new(path, m))?;
+            Ok(())
+        })
+    }
+}
+
+type Visit<'a> = dyn FnMut(String, &mut String) -> Result<(), Problem> + 'a;
+
+/// Calls `f` with the path and text of every private-key field of an object of `kind`.
+fn for_each_key(kind: Kind, value: &mut Value, f: &mut Visit) -> Result<(), Problem> {
+    let upstream_tls = |up: Option<&mut Value>, prefix: &str, f: &mut Visit| {
+        if let Some(Value::String(s)) = up
+            .and_then(|u| u.get_mut("tls"))
+            .and_then(|t| t.get_mut("client_key"))
+        {
+            f(format!("{prefix}tls.client_key"), s)?;
+        }
+        Ok(())
+    };
+    match kind {
+        Kind::Ssls => {
+            if let Some(Value::String(s)) = value.get_mut("key") {
+                f("key".into(), s)?;
+            }
+            if let Some(Value::Array(keys)) = value.get_mut("keys") {
+                for (i, k) in keys.iter_mut().enumerate() {
+                    if let Value::String(s) = k {
+                        f(format!("keys[{i}]"), s)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Kind::Upstreams => upstream_tls(Some(value), "", f),
+        Kind::Routes | Kind::Services => upstream_tls(value.get_mut("upstream"), "upstream.", f),
+        Kind::CaCertificates => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ring(keys: &[&str]) -> Keyring {
+        Keyring::new(&DataEncryption {
+            enable_encrypt_fields: true,
+            keyring: keys.iter().map(|k| k.to_string()).collect(),
+        })
+    }
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn matches_openssl_enc() {
+        // Known answer from `openssl enc -aes-128-cbc -K <hex of the entry> -iv <same> -a -A`,
+        // which is what APISIX's resty.aes produces for this keyring entry.
+        let r = ring(&[APISIX_DEFAULT_KEYRING]);
+        let enc = r.encrypt(PEM);
+        assert_eq!(
+            enc,
+            "VMF7ACvwvQk6t8kvorP2IMA8qQc0uIj+MjJ7e5iQXYx9M2MdNA/QE7BiiU0AinQmHxLCNs7WBktBgpFQdHtI5w=="
+        );
+        assert_eq!(r.decrypt(&enc).unwrap(), PEM);
+        assert_eq!(r.encrypt("hello"), "hello", "only PEM text is encrypted");
+    }
+
+    #[test]
+    fn rotation_and_failures() {
+        let old = ring(&["0123456789abcdef"]);
+        let enc = old.encrypt(PEM);
+        let rotated = ring(&["fedcba9876543210", "0123456789abcdef"]);
+        assert_eq!(rotated.decrypt(&enc).unwrap(), PEM);
+        assert!(ring(&["fedcba9876543210"]).decrypt(&enc).is_err());
+        let e = ring(&[]).decrypt(&enc).unwrap_err();
+        assert!(e.contains(APISIX_DEFAULT_KEYRING), "{e}");
+        assert_eq!(ring(&[]).decrypt("../certs/client.key").unwrap(), "../certs/client.key");
+    }
+
+    #[test]
+    fn fields() {
+        let r = ring(&["0123456789abcdef"]);
+        let mut ssl = json!({"cert": "c", "key": PEM, "keys": [PEM]});
+        r.encrypt_fields(Kind::Ssls, &mut ssl);
+        assert!(!ssl.to_string().contains("PRIVATE"));
+        r.decrypt_fields(Kind::Ssls, &mut ssl).unwrap();
+        assert_eq!(ssl["keys"][0], PEM);
+        let mut route = json!({"upstream": {"tls": {"client_key": PEM}}});
+        r.encrypt_fields(Kind::Routes, &mut route);
+        assert!(!route.to_string().contains("PRIVATE"));
+        let mut bad = json!({"key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+        let p = r.decrypt_fields(Kind::Ssls, &mut bad).unwrap_err();
+        assert_eq!(p.path, "key");
+        let d = DataEncryption {
+            enable_encrypt_fields: true,
+            keyring: vec!["short".into()],
+        };
+        assert_eq!(check_static(&d)[0].path, "gateway.data_encryption.keyring[0]");
+    }
+}
