@@ -342,6 +342,11 @@ fn init_logging(error_log: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
+    // Logging first: loading from etcd logs (skipped items, a start from the snapshot).
+    let Ok(static_file) = config::load_static(conf).map_err(|e| print_errors(&e)) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    init_logging(static_file.gateway.error_log.as_deref())?;
     let Some((loaded, etcd)) = load(conf) else {
         return Ok(ExitCode::FAILURE);
     };
@@ -358,7 +363,6 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    init_logging(g.error_log.as_deref())?;
     for w in &loaded.compiled.warnings {
         warn!("{}: {w}", loaded.resources_path.display());
     }
