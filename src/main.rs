@@ -180,7 +180,8 @@ fn load(conf: &Path) -> Option<(Loaded, Option<EtcdSync>)> {
     }
     match EtcdSync::start(&static_file, conf) {
         Ok((sync, mut compiled)) => {
-            let listener = config::ssl::listener_warnings(&static_file.gateway, &compiled.table.tls);
+            let listener =
+                config::ssl::listener_warnings(&static_file.gateway, &compiled.table.tls);
             compiled.warnings.extend(listener);
             let loaded = Loaded {
                 resources_path: PathBuf::from(sync.source_name()),

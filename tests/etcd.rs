@@ -28,13 +28,23 @@ fn three_gateways_follow_etcdctl_and_admin_writes() {
     // APISIX JSON, written as an APISIX operator would.
     etcd.put("/apisix/upstreams/u1", &upstream_json(origin.port));
     etcd.put("/apisix/routes/1", &route_json("/hello", "u1"));
-    assert!(all_answer(&all, "/hello", 200, WAIT), "{}", gws[0].pylon.log());
+    assert!(
+        all_answer(&all, "/hello", 200, WAIT),
+        "{}",
+        gws[0].pylon.log()
+    );
 
     etcd.del("/apisix/routes/1");
-    assert!(all_answer(&all, "/hello", 404, WAIT), "{}", gws[1].pylon.log());
+    assert!(
+        all_answer(&all, "/hello", 404, WAIT),
+        "{}",
+        gws[1].pylon.log()
+    );
 
     // Through gateway A's admin API: answers on B and C.
-    let (s, body) = gws[0].admin().put("routes/2", &route_json("/via-admin", "u1"));
+    let (s, body) = gws[0]
+        .admin()
+        .put("routes/2", &route_json("/via-admin", "u1"));
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["key"], "/apisix/routes/2");
     // The write was in etcd before the answer, and A serves it already.
@@ -68,7 +78,11 @@ fn etcd_down_keeps_serving_and_writes_answer_503() {
     assert!(all_answer(&all, "/hello", 200, WAIT));
 
     etcd.kill();
-    assert!(gws[0].pylon.wait_log("etcd unreachable", WAIT), "{}", gws[0].pylon.log());
+    assert!(
+        gws[0].pylon.wait_log("etcd unreachable", WAIT),
+        "{}",
+        gws[0].pylon.log()
+    );
     let mut not_ok = 0;
     for _ in 0..100 {
         for g in &gws {
@@ -80,14 +94,24 @@ fn etcd_down_keeps_serving_and_writes_answer_503() {
     assert_eq!(not_ok, 0, "non-2xx answers while etcd was down");
     let (s, body) = gws[1].admin().put("routes/2", &route_json("/two", "u1"));
     assert_eq!(s, 503, "{body}");
-    assert!(body["error_msg"].as_str().unwrap().contains("nothing was changed"), "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed"),
+        "{body}"
+    );
 
     etcd.restart();
     // Reconnection uses backoff capped at 5 s; the next change applies everywhere.
     assert!(wait_until(Duration::from_secs(15), || {
         gws[1].admin().put("routes/2", &route_json("/two", "u1")).0 == 201
     }));
-    assert!(all_answer(&all, "/two", 200, WAIT), "{}", gws[2].pylon.log());
+    assert!(
+        all_answer(&all, "/two", 200, WAIT),
+        "{}",
+        gws[2].pylon.log()
+    );
     assert!(gws[2].pylon.log().contains("etcd reachable again"));
 }
 
@@ -105,7 +129,10 @@ fn changes_and_deletions_made_while_cut_off_apply_after_compaction() {
     common::ops::signal(gw.pylon.pid(), libc::SIGSTOP);
     etcd.del("/apisix/routes/old");
     for i in 0..20 {
-        etcd.put(&format!("/apisix/routes/n{i}"), &route_json(&format!("/n{i}"), "u1"));
+        etcd.put(
+            &format!("/apisix/routes/n{i}"),
+            &route_json(&format!("/n{i}"), "u1"),
+        );
     }
     etcd.del("/apisix/routes/n0");
     etcd.compact();
@@ -124,7 +151,10 @@ fn a_wiped_etcd_with_other_content_is_followed() {
     let origin = HttpOrigin::start("origin");
     etcd.put("/apisix/upstreams/u1", &upstream_json(origin.port));
     for i in 0..10 {
-        etcd.put(&format!("/apisix/routes/r{i}"), &route_json(&format!("/r{i}"), "u1"));
+        etcd.put(
+            &format!("/apisix/routes/r{i}"),
+            &route_json(&format!("/r{i}"), "u1"),
+        );
     }
     let gws: Vec<EtcdGateway> = ["a", "b"]
         .iter()
@@ -136,7 +166,11 @@ fn a_wiped_etcd_with_other_content_is_followed() {
     etcd.wipe_and_restart();
     etcd.put("/apisix/upstreams/u1", &upstream_json(origin.port));
     etcd.put("/apisix/routes/new", &route_json("/new", "u1"));
-    assert!(all_answer(&all, "/new", 200, Duration::from_secs(15)), "{}", gws[0].pylon.log());
+    assert!(
+        all_answer(&all, "/new", 200, Duration::from_secs(15)),
+        "{}",
+        gws[0].pylon.log()
+    );
     assert!(all_answer(&all, "/r9", 404, WAIT));
     assert_eq!(gws[1].status("/r0"), 404);
 }
@@ -159,17 +193,35 @@ fn invalid_items_are_skipped_and_the_rest_applies() {
         &json!({"uri": "/bad", "upstream_id": "u1", "bogus": 1}),
     );
     etcd.put("/apisix/routes/dangling", &route_json("/dangling", "nope"));
-    etcd.put("/apisix/routes/noservice", &json!({"uri": "/noservice", "service_id": "s"}));
+    etcd.put(
+        "/apisix/routes/noservice",
+        &json!({"uri": "/noservice", "service_id": "s"}),
+    );
     etcd.put_raw("/apisix/routes/notjson", "{uri: /x");
-    etcd.put("/apisix/routes/changed", &json!({"uri": "changed-no-slash", "upstream_id": "u1"}));
+    etcd.put(
+        "/apisix/routes/changed",
+        &json!({"uri": "changed-no-slash", "upstream_id": "u1"}),
+    );
     etcd.put("/apisix/routes/after", &route_json("/after", "u1"));
 
-    assert!(all_answer(&[&gw], "/after", 200, WAIT), "{}", gw.pylon.log());
+    assert!(
+        all_answer(&[&gw], "/after", 200, WAIT),
+        "{}",
+        gw.pylon.log()
+    );
     assert_eq!(gw.status("/good"), 200);
     assert_eq!(gw.status("/bad"), 404);
-    assert_eq!(gw.status("/dangling"), 503, "APISIX answers 503 for a missing upstream");
+    assert_eq!(
+        gw.status("/dangling"),
+        503,
+        "APISIX answers 503 for a missing upstream"
+    );
     assert_eq!(gw.status("/noservice"), 404);
-    assert_eq!(gw.status("/changed"), 200, "the previous value keeps serving");
+    assert_eq!(
+        gw.status("/changed"),
+        200,
+        "the previous value keeps serving"
+    );
     let log = gw.pylon.log();
     for needle in [
         "/apisix/routes/bad skipped (not served): bogus: unknown field",
@@ -189,8 +241,16 @@ fn invalid_items_are_skipped_and_the_rest_applies() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    for key in ["routes/bad: bogus", "routes/noservice: service_id", "routes/notjson", "routes/changed: uri"] {
-        assert!(stderr.contains(&format!("error: /apisix/{key}")), "{key}: {stderr}");
+    for key in [
+        "routes/bad: bogus",
+        "routes/noservice: service_id",
+        "routes/notjson",
+        "routes/changed: uri",
+    ] {
+        assert!(
+            stderr.contains(&format!("error: /apisix/{key}")),
+            "{key}: {stderr}"
+        );
     }
 
     // Fixing the item applies it.
@@ -218,7 +278,11 @@ fn start_from_the_snapshot_when_etcd_is_down() {
     // With a snapshot: serves it, says so, and switches to etcd when it answers.
     let gw = EtcdGateway::start(dir.path(), "a", &etcd.endpoint(), "");
     assert_eq!(gw.status("/hello"), 200);
-    assert!(gw.pylon.log().contains("starting from the snapshot"), "{}", gw.pylon.log());
+    assert!(
+        gw.pylon.log().contains("starting from the snapshot"),
+        "{}",
+        gw.pylon.log()
+    );
 
     // Without one: exits non-zero with the reason.
     let other = dir.path().join("b");
@@ -242,5 +306,9 @@ fn start_from_the_snapshot_when_etcd_is_down() {
 
     etcd.restart();
     etcd.put("/apisix/routes/2", &route_json("/two", "u1"));
-    assert!(all_answer(&[&gw], "/two", 200, Duration::from_secs(15)), "{}", gw.pylon.log());
+    assert!(
+        all_answer(&[&gw], "/two", 200, Duration::from_secs(15)),
+        "{}",
+        gw.pylon.log()
+    );
 }

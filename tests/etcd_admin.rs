@@ -49,11 +49,23 @@ fn concurrent_patches_through_two_gateways_lose_nothing() {
     assert_ne!(r1["key"], r2["key"]);
     let (s, body) = a.admin().delete("upstreams/u");
     assert_eq!(s, 400, "{body}");
-    assert!(body["error_msg"].as_str().unwrap().contains("still used by"), "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("still used by"),
+        "{body}"
+    );
     // A route to an upstream that does not exist is refused, with the field.
     let (s, body) = a.admin().put("routes/x", &route_json("/x", "nope"));
     assert_eq!(s, 400, "{body}");
-    assert!(body["error_msg"].as_str().unwrap().starts_with("upstream_id:"), "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream_id:"),
+        "{body}"
+    );
     assert!(etcd.get("/apisix/routes/x").is_none());
 }
 
@@ -85,7 +97,11 @@ fn etcd_with_client_certificate_authentication() {
     etcd.put("/apisix/routes/1", &route_json("/hello", "u"));
     let good = tls_gateway_lines(&pki, (&pki.path("client.crt"), &pki.path("client.key")));
     let gw = EtcdGateway::start(dir.path(), "a", &etcd.endpoint(), &good);
-    assert!(all_answer(&[&gw], "/hello", 200, WAIT), "{}", gw.pylon.log());
+    assert!(
+        all_answer(&[&gw], "/hello", 200, WAIT),
+        "{}",
+        gw.pylon.log()
+    );
     let (s, body) = gw.admin().put("routes/2", &route_json("/two", "u"));
     assert_eq!(s, 201, "{body}");
 
@@ -147,7 +163,10 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
         "/apisix/ssls/upstream-ssl",
         &json!({"type": "client", "cert": pki.pem("client.crt"), "key": encrypted}),
     );
-    etcd.put("/apisix/ca_certificates/upstream-ca", &json!({"cert": pki.pem("ca.crt")}));
+    etcd.put(
+        "/apisix/ca_certificates/upstream-ca",
+        &json!({"cert": pki.pem("ca.crt")}),
+    );
     etcd.put(
         "/apisix/upstreams/default",
         &json!({"scheme": "https", "nodes": {format!("127.0.0.1:{}", origin.port): 100},
@@ -155,25 +174,25 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
     );
     etcd.put("/apisix/routes/hello", &route_json("/hello", "default"));
     let extra = format!("  data_encryption: {{ keyring: [\"{KEYRING}\"] }}\n");
-    let lines = etcd_gateway_lines(&etcd.endpoint(), common::free_port(), "");
+    let admin_port = common::free_port();
+    let lines = etcd_gateway_lines(&etcd.endpoint(), admin_port, "");
     let sub = dir.path().join("a");
     std::fs::create_dir_all(&sub).unwrap();
     let port = common::free_port();
-    let admin_port: u16 = lines
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
     let conf = common::ops::write_static(&sub, port, &format!("{lines}{extra}"), "");
     let pylon = common::ops::Pylon::spawn(&sub, &conf, port, "pylon", &[], &[]);
-    assert!(common::ops::wait_until(WAIT, || status(port, "/hello") == 200), "{}", pylon.log());
+    assert!(
+        common::ops::wait_until(WAIT, || status(port, "/hello") == 200),
+        "{}",
+        pylon.log()
+    );
     assert_eq!(origin.seen().last().unwrap().cn, "client");
 
     // Never returned, never logged.
     let admin = common::admin::Admin::new(admin_port, Some(common::admin::KEY));
-    assert!(common::ops::wait_until(WAIT, || common::ops::listening(admin_port)));
+    assert!(common::ops::wait_until(WAIT, || common::ops::listening(
+        admin_port
+    )));
     let (s, body) = admin.get("ssls/upstream-ssl");
     assert_eq!(s, 200);
     assert!(body["value"].get("key").is_none(), "{body}");
@@ -195,9 +214,16 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
         .arg(&conf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dumped = String::from_utf8(out.stdout).unwrap();
-    assert!(dumped.contains("id: hello") && dumped.contains("BEGIN PRIVATE KEY"), "{dumped}");
+    assert!(
+        dumped.contains("id: hello") && dumped.contains("BEGIN PRIVATE KEY"),
+        "{dumped}"
+    );
     let file = sub.join("dumped.yaml");
     std::fs::write(&file, &dumped).unwrap();
     etcd.run(&["del", "/apisix/", "--prefix"]);
@@ -209,14 +235,29 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("pushed 6 objects"), "{stdout}");
-    assert!(common::ops::wait_until(WAIT, || status(port, "/hello") == 200), "{}", pylon.log());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pushed 5 objects"), "{stdout}");
+    assert!(
+        common::ops::wait_until(WAIT, || status(port, "/hello") == 200),
+        "{}",
+        pylon.log()
+    );
     let stored = etcd.get("/apisix/ssls/upstream-ssl").unwrap();
-    assert!(!stored.contains("PRIVATE KEY"), "push must encrypt: {stored}");
+    assert!(
+        !stored.contains("PRIVATE KEY"),
+        "push must encrypt: {stored}"
+    );
 
     // push refuses an invalid file and writes nothing.
-    std::fs::write(&file, "routes:\n  - id: r\n    uri: /r\n    upstream_id: missing\n").unwrap();
+    std::fs::write(
+        &file,
+        "routes:\n  - id: r\n    uri: /r\n    upstream_id: missing\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(pylon_bin())
         .args(["config", "push", "-c"])
         .arg(&conf)

@@ -39,7 +39,10 @@ pub enum AdminError {
     MethodNotAllowed(String),
     /// 409: the resources file was changed by hand and is invalid or still being written.
     #[error("{0}")]
-    Conflict(#[from] HoldError),
+    Held(#[from] HoldError),
+    /// 409: other writers kept changing the object (etcd).
+    #[error("{0}")]
+    Conflict(String),
     /// 500: the file could not be written, or another unexpected failure.
     #[error("{0}")]
     Internal(String),
@@ -55,7 +58,7 @@ impl AdminError {
             AdminError::BadRequest(_) => 400,
             AdminError::NotFound(_) => 404,
             AdminError::MethodNotAllowed(_) => 405,
-            AdminError::Conflict(_) => 409,
+            AdminError::Held(_) | AdminError::Conflict(_) => 409,
             AdminError::Internal(_) => 500,
             AdminError::Unavailable(_) => 503,
         }

@@ -37,6 +37,9 @@ pub const APPLY_WAIT: Duration = Duration::from_secs(3);
 pub struct EtcdApi {
     sync: Arc<EtcdSync>,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// Changes through this gateway go one at a time (other gateways are kept apart by the
+    /// revision comparison).
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn unavailable(e: EtcdError) -> AdminError {
@@ -67,6 +70,7 @@ impl EtcdApi {
         EtcdApi {
             sync,
             client: tokio::sync::Mutex::new(None),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -113,17 +117,22 @@ impl EtcdApi {
                 Ok((200, json!({"key": key, "value": redact(kind, &value)})))
             }
             op => {
-                for _ in 0..TRIES {
+                let _one_at_a_time = self.writing.lock().await;
+                for attempt in 0..TRIES {
                     match self.try_change(&mut client, kind, op.clone()).await {
                         Ok(Some(reply)) => return Ok(reply),
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            // Another gateway wrote the object meanwhile: let it finish.
+                            let ms = rand::random_range(1..=10 * (attempt as u64 + 1));
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
                         Err(e) => {
                             info!("admin API: {what} refused ({}): {e}", e.status());
                             return Err(e);
                         }
                     }
                 }
-                Err(AdminError::Internal(format!(
+                Err(AdminError::Conflict(format!(
                     "{what}: the object kept changing under {TRIES} attempts; retry"
                 )))
             }

@@ -99,10 +99,7 @@ pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
 /// `source` (the resources file, or etcd).
 ///
 /// Errors: [`AdminStartError::Listen`] when the address does not parse.
-pub fn service(
-    admin: &model::Admin,
-    source: Source,
-) -> Result<Service<AdminApp>, AdminStartError> {
+pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>, AdminStartError> {
     let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
     if admin.api_key.is_none() {
         warn!(

@@ -49,7 +49,10 @@ pub struct EtcdCheck {
 /// Reads etcd and validates every item, as a gateway would.
 ///
 /// Errors: etcd unreachable, or items that cannot be compiled at all.
-pub fn check(static_file: &model::StaticFile, static_path: &Path) -> Result<EtcdCheck, TransferError> {
+pub fn check(
+    static_file: &model::StaticFile,
+    static_path: &Path,
+) -> Result<EtcdCheck, TransferError> {
     let s = settings(static_file, static_path)?;
     let snap = s.read_once()?;
     let keyring = Keyring::new(&static_file.gateway.data_encryption);
@@ -69,7 +72,10 @@ pub fn check(static_file: &model::StaticFile, static_path: &Path) -> Result<Etcd
 }
 
 fn problems_text(p: &[Problem]) -> String {
-    p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    p.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// PEM-valued fields of an object of `kind` that may hold a path: `(field, is_list)`, with
@@ -90,7 +96,9 @@ fn pem_fields(kind: Kind) -> &'static [&'static str] {
 /// Replaces every PEM path in `v` with the file's text (etcd is read from other machines).
 fn inline_pems(kind: Kind, v: &mut Value, base: &Path, at: &str) -> Result<(), TransferError> {
     for pointer in pem_fields(kind) {
-        let Some(field) = v.pointer_mut(pointer) else { continue };
+        let Some(field) = v.pointer_mut(pointer) else {
+            continue;
+        };
         let mut one = |s: &mut Value| -> Result<(), TransferError> {
             if let Value::String(text) = s {
                 let pem = crate::tls::read_pem_field(text, base)
@@ -153,7 +161,9 @@ pub fn push(
         let mut txns = 0;
         let mut revision = 0;
         for chunk in ops.chunks(MAX_TXN_OPS) {
-            let resp = s.limit(client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
+            let resp = s
+                .limit(client.txn(Txn::new().and_then(chunk.to_vec())))
+                .await?;
             revision = resp.header().map_or(revision, |h| h.revision());
             txns += 1;
         }
@@ -165,7 +175,10 @@ pub fn push(
 /// treat it as a secret).
 ///
 /// Errors: etcd unreachable; a key that cannot be decrypted.
-pub fn dump(static_file: &model::StaticFile, static_path: &Path) -> Result<(String, Snapshot), TransferError> {
+pub fn dump(
+    static_file: &model::StaticFile,
+    static_path: &Path,
+) -> Result<(String, Snapshot), TransferError> {
     let s = settings(static_file, static_path)?;
     let snap = s.read_once()?;
     let keyring = Keyring::new(&static_file.gateway.data_encryption);
@@ -173,7 +186,8 @@ pub fn dump(static_file: &model::StaticFile, static_path: &Path) -> Result<(Stri
     for it in &snap.items {
         let mut v = it.value.clone();
         if let Value::Object(m) = &mut v {
-            m.entry("id").or_insert_with(|| Value::String(it.id.clone()));
+            m.entry("id")
+                .or_insert_with(|| Value::String(it.id.clone()));
         }
         keyring
             .decrypt_fields(it.kind, &mut v)

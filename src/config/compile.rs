@@ -218,11 +218,7 @@ pub fn compile(res: &Resources, base: &Path) -> Result<Compiled, Vec<Problem>> {
 }
 
 /// [`compile`] with `opts`.
-pub fn compile_with(
-    res: &Resources,
-    base: &Path,
-    opts: Options,
-) -> Result<Compiled, Vec<Problem>> {
+pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compiled, Vec<Problem>> {
     let mut cx = Ctx {
         missing_upstream_503: opts.missing_upstream_answers_503,
         base,

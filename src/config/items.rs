@@ -206,7 +206,9 @@ impl Items {
 
     /// Every item's newest value, by kind then id.
     pub fn newest(&self) -> impl Iterator<Item = (Kind, &str, &Value)> {
-        self.entries.iter().map(|((k, id), e)| (*k, id.as_str(), &e.value))
+        self.entries
+            .iter()
+            .map(|((k, id), e)| (*k, id.as_str(), &e.value))
     }
 
     /// Every applied value (what serves after the last [`Items::build`]), by kind then id.
@@ -355,8 +357,16 @@ mod tests {
         let mut items = Items::default();
         items.set(Kind::Upstreams, "u", upstream());
         items.set(Kind::Routes, "1", json!({"uri": "/a", "upstream_id": "u"}));
-        items.set(Kind::Routes, "2", json!({"uri": "/b", "upstream_id": "u", "bogus": 1}));
-        items.set(Kind::Routes, "3", json!({"uri": "/c", "service_id": "nope"}));
+        items.set(
+            Kind::Routes,
+            "2",
+            json!({"uri": "/b", "upstream_id": "u", "bogus": 1}),
+        );
+        items.set(
+            Kind::Routes,
+            "3",
+            json!({"uri": "/c", "service_id": "nope"}),
+        );
         let b = build(&mut items);
         assert_eq!(b.compiled.counts.routes, 1);
         assert_eq!(b.skipped.len(), 2);
@@ -372,12 +382,19 @@ mod tests {
         items.set(Kind::Upstreams, "u", upstream());
         items.set(Kind::Routes, "1", json!({"uri": "/a", "upstream_id": "u"}));
         assert!(build(&mut items).skipped.is_empty());
-        items.set(Kind::Routes, "1", json!({"uri": "no-slash", "upstream_id": "u"}));
+        items.set(
+            Kind::Routes,
+            "1",
+            json!({"uri": "no-slash", "upstream_id": "u"}),
+        );
         let b = build(&mut items);
         assert_eq!(b.compiled.counts.routes, 1);
         assert!(b.skipped[0].serving_previous);
         assert_eq!(b.skipped[0].problems[0].path, "uri");
-        let served: Vec<_> = items.applied_values().map(|(_, _, v)| v["uri"].clone()).collect();
+        let served: Vec<_> = items
+            .applied_values()
+            .map(|(_, _, v)| v["uri"].clone())
+            .collect();
         assert!(served.contains(&json!("/a")), "{served:?}");
     }
 
@@ -387,7 +404,11 @@ mod tests {
         items.set(Kind::Routes, "1", json!({"uri": "/a", "upstream_id": "u"}));
         let b = build(&mut items);
         assert!(b.skipped.is_empty());
-        assert!(b.compiled.warnings.iter().any(|w| w.message.contains("503")));
+        assert!(b
+            .compiled
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("503")));
         items.set(Kind::Upstreams, "u", upstream());
         assert!(build(&mut items).skipped.is_empty());
         items.set(Kind::Upstreams, "u", json!({"nodes": {"127.0.0.1:1": 0}}));
@@ -403,7 +424,11 @@ mod tests {
         items.set(Kind::Upstreams, "u", json!({"id": "other", "nodes": {}}));
         let b = build(&mut items);
         assert_eq!(b.skipped[0].problems[0].path, "id");
-        items.set(Kind::Upstreams, "7", json!({"id": 7, "nodes": {"127.0.0.1:1": 1}}));
+        items.set(
+            Kind::Upstreams,
+            "7",
+            json!({"id": 7, "nodes": {"127.0.0.1:1": 1}}),
+        );
         items.remove(Kind::Upstreams, "u");
         assert!(build(&mut items).skipped.is_empty());
     }

@@ -58,4 +58,3 @@ impl Kind {
         self as usize
     }
 }
-

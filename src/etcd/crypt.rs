@@ -47,8 +47,7 @@ fn looks_encrypted(s: &str) -> bool {
     let s = s.trim();
     s.len() >= 24
         && s.len() % 4 == 0
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
@@ -103,7 +102,9 @@ impl Keyring {
             .iter()
             .filter_map(|k| decrypt(Cipher::aes_128_cbc(), k, Some(k), &bytes).ok())
             .find_map(|plain| String::from_utf8(plain).ok())
-            .ok_or_else(|| "cannot be decrypted with any gateway.data_encryption.keyring entry".into())
+            .ok_or_else(|| {
+                "cannot be decrypted with any gateway.data_encryption.keyring entry".into()
+            })
     }
 
     /// Encrypts the private-key fields of an object of `kind` in place.
@@ -196,7 +197,10 @@ mod tests {
         assert!(ring(&["fedcba9876543210"]).decrypt(&enc).is_err());
         let e = ring(&[]).decrypt(&enc).unwrap_err();
         assert!(e.contains(APISIX_DEFAULT_KEYRING), "{e}");
-        assert_eq!(ring(&[]).decrypt("../certs/client.key").unwrap(), "../certs/client.key");
+        assert_eq!(
+            ring(&[]).decrypt("../certs/client.key").unwrap(),
+            "../certs/client.key"
+        );
     }
 
     #[test]
@@ -217,6 +221,9 @@ mod tests {
             enable_encrypt_fields: true,
             keyring: vec!["short".into()],
         };
-        assert_eq!(check_static(&d)[0].path, "gateway.data_encryption.keyring[0]");
+        assert_eq!(
+            check_static(&d)[0].path,
+            "gateway.data_encryption.keyring[0]"
+        );
     }
 }

@@ -74,7 +74,10 @@ struct TlsMaterial {
 pub fn check_static(e: &model::Etcd) -> Vec<Problem> {
     let mut problems = Vec::new();
     if e.endpoints.is_empty() {
-        problems.push(Problem::new("gateway.etcd.endpoints", "at least one is required"));
+        problems.push(Problem::new(
+            "gateway.etcd.endpoints",
+            "at least one is required",
+        ));
     }
     for (i, ep) in e.endpoints.iter().enumerate() {
         let ok = ep
@@ -88,7 +91,11 @@ pub fn check_static(e: &model::Etcd) -> Vec<Problem> {
             ));
         }
     }
-    let schemes: Vec<bool> = e.endpoints.iter().map(|x| x.starts_with("https://")).collect();
+    let schemes: Vec<bool> = e
+        .endpoints
+        .iter()
+        .map(|x| x.starts_with("https://"))
+        .collect();
     if schemes.windows(2).any(|w| w[0] != w[1]) {
         problems.push(Problem::new(
             "gateway.etcd.endpoints",
@@ -98,11 +105,17 @@ pub fn check_static(e: &model::Etcd) -> Vec<Problem> {
     if !e.prefix.starts_with('/') || e.prefix.len() < 2 {
         problems.push(Problem::new(
             "gateway.etcd.prefix",
-            format!("{:?} must start with / and name something (e.g. /apisix)", e.prefix),
+            format!(
+                "{:?} must start with / and name something (e.g. /apisix)",
+                e.prefix
+            ),
         ));
     }
     if !(e.timeout > 0.0 && e.timeout.is_finite()) {
-        problems.push(Problem::new("gateway.etcd.timeout", "must be > 0 (seconds)"));
+        problems.push(Problem::new(
+            "gateway.etcd.timeout",
+            "must be > 0 (seconds)",
+        ));
     }
     if e.user.is_some() != e.password.is_some() {
         problems.push(Problem::new(
@@ -111,7 +124,10 @@ pub fn check_static(e: &model::Etcd) -> Vec<Problem> {
         ));
     }
     if e.tls.cert.is_some() != e.tls.key.is_some() {
-        problems.push(Problem::new("gateway.etcd.tls.key", "cert and key go together"));
+        problems.push(Problem::new(
+            "gateway.etcd.tls.key",
+            "cert and key go together",
+        ));
     }
     problems
 }
@@ -278,7 +294,11 @@ impl Settings {
     /// Watches the whole prefix from `revision` (one watch for every kind).
     ///
     /// Errors: [`EtcdError`].
-    pub async fn watch(&self, client: &mut Client, revision: i64) -> Result<WatchStream, EtcdError> {
+    pub async fn watch(
+        &self,
+        client: &mut Client,
+        revision: i64,
+    ) -> Result<WatchStream, EtcdError> {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision);
@@ -323,8 +343,7 @@ pub struct Snapshot {
 /// A stored value as JSON. Bytes that are not JSON become a string saying so, which the item
 /// validation reports (`not a JSON object: invalid JSON: …`).
 pub fn parse_value(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| Value::String(format!("invalid JSON: {e}")))
+    serde_json::from_slice(bytes).unwrap_or_else(|e| Value::String(format!("invalid JSON: {e}")))
 }
 
 /// The message of an etcd client error, without the transport's nesting noise.
@@ -373,8 +392,8 @@ fn openssl_config(t: &TlsMaterial) -> OpenSslClientConfig {
                 if ok {
                     return true;
                 }
-                // X509_V_ERR_HOSTNAME_MISMATCH (62).
-                let mismatch = ctx.error().as_raw() == 62;
+                // X509_V_ERR_HOSTNAME_MISMATCH (62), X509_V_ERR_IP_ADDRESS_MISMATCH (64).
+                let mismatch = matches!(ctx.error().as_raw(), 62 | 64);
                 let leaf_matches = ctx
                     .current_cert()
                     .is_some_and(|c| tls::cert_matches_name(c, &name));
@@ -397,13 +416,19 @@ mod tests {
     fn keys_follow_apisix() {
         let s = settings();
         assert_eq!(s.key(Kind::Routes, "1"), "/apisix/routes/1");
-        assert_eq!(s.classify("/apisix/routes/1"), KeyClass::Item(Kind::Routes, "1"));
+        assert_eq!(
+            s.classify("/apisix/routes/1"),
+            KeyClass::Item(Kind::Routes, "1")
+        );
         assert_eq!(
             s.classify("/apisix/ca_certificates/ca"),
             KeyClass::Item(Kind::CaCertificates, "ca")
         );
         assert_eq!(s.classify("/apisix/routes"), KeyClass::Other("routes"));
-        assert_eq!(s.classify("/apisix/consumers/jack"), KeyClass::Other("consumers"));
+        assert_eq!(
+            s.classify("/apisix/consumers/jack"),
+            KeyClass::Other("consumers")
+        );
         assert_eq!(s.classify("/other/routes/1"), KeyClass::Other(""));
     }
 
@@ -431,6 +456,9 @@ mod tests {
     #[test]
     fn values_that_are_not_json_say_so() {
         assert_eq!(parse_value(br#"{"uri":"/a"}"#)["uri"], "/a");
-        assert!(parse_value(b"{nope").as_str().unwrap().starts_with("invalid JSON"));
+        assert!(parse_value(b"{nope")
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON"));
     }
 }

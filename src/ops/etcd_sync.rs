@@ -118,7 +118,10 @@ impl EtcdSync {
             applied,
         };
         let read = sync.settings.read_once();
-        let mut st = sync.state.lock().map_err(|_| "state poisoned".to_string())?;
+        let mut st = sync
+            .state
+            .lock()
+            .map_err(|_| "state poisoned".to_string())?;
         match read {
             Ok(snap) => {
                 sync.log_ignored(&mut st, &snap);
@@ -191,7 +194,11 @@ impl EtcdSync {
 
     /// A display name for log lines: `etcd http://…/apisix`.
     pub fn source_name(&self) -> String {
-        format!("etcd {}{}", self.settings.endpoints_text(), self.settings.prefix)
+        format!(
+            "etcd {}{}",
+            self.settings.endpoints_text(),
+            self.settings.prefix
+        )
     }
 
     /// Watches etcd on the current thread, forever (a private single-thread runtime).
@@ -497,5 +504,8 @@ pub fn read_snapshot(path: &Path) -> Result<(i64, Items), String> {
             values.push((kind, id.to_string(), item["value"].clone()));
         }
     }
-    Ok((doc["revision"].as_i64().unwrap_or(0), Items::applied(values)))
+    Ok((
+        doc["revision"].as_i64().unwrap_or(0),
+        Items::applied(values),
+    ))
 }

@@ -171,11 +171,7 @@ impl Reloader {
         published: Arc<Published>,
     ) -> Self {
         let text = std::fs::read(resources_path).unwrap_or_default();
-        let files: Vec<PathBuf> = inventory
-            .files
-            .iter()
-            .map(|p| absolute(p))
-            .collect();
+        let files: Vec<PathBuf> = inventory.files.iter().map(|p| absolute(p)).collect();
         let static_text = std::fs::read(static_path).unwrap_or_default();
         Reloader {
             static_path: absolute(static_path),

@@ -76,8 +76,18 @@ impl Etcd {
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "n1", "--data-dir"])
             .arg(&self.data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("n1={peer}")])
             .args(["--log-level", "warn", "--logger", "zap"])
             .env("ETCD_UNSUPPORTED_ARCH", "arm64")
@@ -93,20 +103,32 @@ impl Etcd {
         let up = wait_until(Duration::from_secs(20), || {
             listening(self.port) && self.ctl_ok(&["endpoint", "health"])
         });
-        assert!(up, "etcd did not start:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        assert!(
+            up,
+            "etcd did not start:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     fn ctl(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "2s", "--command-timeout", "5s"]);
+        cmd.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &self.endpoint(),
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "5s",
+        ]);
         if let Some(t) = &self.tls {
             cmd.args(["--cacert", &t.ca, "--insecure-skip-tls-verify"]);
             if let Some((c, k)) = &t.client {
                 cmd.args(["--cert", c, "--key", k]);
             }
         }
-        cmd.args(args).output().expect("etcdctl (apt-get install etcd-client)")
+        cmd.args(args)
+            .output()
+            .expect("etcdctl (apt-get install etcd-client)")
     }
 
     fn ctl_ok(&self, args: &[&str]) -> bool {
@@ -148,7 +170,16 @@ impl Etcd {
 
     /// The store's current revision.
     pub fn revision(&self) -> i64 {
-        let out = self.run(&["get", "/", "--prefix", "--keys-only", "--limit", "1", "-w", "json"]);
+        let out = self.run(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit",
+            "1",
+            "-w",
+            "json",
+        ]);
         let v: Value = serde_json::from_str(&out).unwrap();
         v["header"]["revision"].as_i64().unwrap()
     }
@@ -210,7 +241,12 @@ impl EtcdGateway {
         std::fs::create_dir_all(&sub).unwrap();
         let port = free_port();
         let admin_port = free_port();
-        let conf = write_static(&sub, port, &etcd_gateway_lines(endpoint, admin_port, etcd_extra), "");
+        let conf = write_static(
+            &sub,
+            port,
+            &etcd_gateway_lines(endpoint, admin_port, etcd_extra),
+            "",
+        );
         let pylon = Pylon::spawn(&sub, &conf, port, "pylon", &[], &[]);
         let up = wait_until(Duration::from_secs(10), || listening(admin_port));
         assert!(up, "admin API not listening:\n{}", pylon.log());
