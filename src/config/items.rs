@@ -72,7 +72,7 @@ pub struct Items {
 enum Typed {
     Route(model::Route),
     Service(model::Service),
-    Upstream(model::Upstream),
+    Upstream(Box<model::Upstream>),
     Ssl(model::Ssl),
     Ca(model::CaCertificate),
 }
@@ -109,7 +109,7 @@ fn parse(kind: Kind, id: &str, value: &Value, prepare: Prepare) -> Result<Typed,
     Ok(match kind {
         Kind::Routes => Typed::Route(typed(&v)?),
         Kind::Services => Typed::Service(typed(&v)?),
-        Kind::Upstreams => Typed::Upstream(typed(&v)?),
+        Kind::Upstreams => Typed::Upstream(Box::new(typed(&v)?)),
         Kind::Ssls => Typed::Ssl(typed(&v)?),
         Kind::CaCertificates => Typed::Ca(typed(&v)?),
     })
@@ -263,7 +263,7 @@ impl Items {
                         match t.clone() {
                             Typed::Route(r) => res.routes.push(r),
                             Typed::Service(s) => res.services.push(s),
-                            Typed::Upstream(u) => res.upstreams.push(u),
+                            Typed::Upstream(u) => res.upstreams.push(*u),
                             Typed::Ssl(s) => res.ssls.push(s),
                             Typed::Ca(c) => res.ca_certificates.push(c),
                         }

@@ -46,7 +46,7 @@ pub fn check_static(d: &DataEncryption) -> Vec<Problem> {
 fn looks_encrypted(s: &str) -> bool {
     let s = s.trim();
     s.len() >= 24
-        && s.len() % 4 == 0
+        && s.len().is_multiple_of(4)
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
