@@ -86,6 +86,16 @@ impl EtcdApi {
 
     /// Runs `op` on `kind`; `what` names it in logs. Errors: see [`AdminError`].
     pub async fn run(&self, kind: Kind, op: Op, what: &str) -> Result<Reply, AdminError> {
+        let result = self.run_inner(kind, op, what).await;
+        if matches!(result, Err(AdminError::Unavailable(_))) {
+            // A fresh connection next time: the client's own reconnection backs off for
+            // minutes after a long outage.
+            *self.client.lock().await = None;
+        }
+        result
+    }
+
+    async fn run_inner(&self, kind: Kind, op: Op, what: &str) -> Result<Reply, AdminError> {
         let s = self.sync.settings();
         let mut client = self.client().await?;
         match op {
