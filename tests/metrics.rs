@@ -176,10 +176,11 @@ fn metrics_listen_port_alone_binds_loopback_and_bad_values_are_refused() {
         "",
     );
     let gw = Pylon::spawn(dir.path(), &conf, port, "pylon", &[], &[]);
-    assert!(gw.wait_log(
-        &format!("metrics on http://127.0.0.1:{mport}/metrics"),
-        LIMIT
-    ));
+    assert!(gw
+        .log()
+        .contains(&format!("metrics on http://127.0.0.1:{mport}/metrics")));
+    // The log line comes before Pingora binds: wait for the port, not the line.
+    assert!(wait_until(LIMIT, || listening(mport)), "{}", gw.log());
     assert!(scrape(mport).contains("pylon_config_version 1"));
 }
 
