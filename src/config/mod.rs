@@ -8,6 +8,7 @@
 
 mod checks;
 pub mod compile;
+pub mod fleet;
 pub mod inventory;
 pub mod items;
 pub mod kind;
