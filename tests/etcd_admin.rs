@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::etcd::*;
 use common::origins::HttpOrigin;
-use common::{pylon_bin, Origin, Pki};
+use common::{Origin, Pki};
 use pylon::config::model::DataEncryption;
 use pylon::etcd::crypt::Keyring;
 use serde_json::{json, Value};
@@ -108,42 +108,57 @@ fn etcd_with_client_certificate_authentication() {
     // A client certificate from another CA: refused, with a clear error and no start.
     let other = Pki::new(&dir.path().join("other"), "test.com");
     let bad = tls_gateway_lines(&pki, (&other.path("client.crt"), &other.path("client.key")));
-    let sub = dir.path().join("b");
-    std::fs::create_dir_all(&sub).unwrap();
-    let conf = common::ops::write_static(
-        &sub,
-        common::free_port(),
-        &etcd_gateway_lines(&etcd.endpoint(), common::free_port(), &bad),
-        "",
-    );
-    let out = std::process::Command::new(pylon_bin())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let conf = etcd_conf(dir.path(), "b", &etcd.endpoint(), &bad);
+    let conf = conf.to_str().unwrap();
+    let (ok, _, stderr) = pylon_once(&["check", "-c", conf]);
+    assert!(!ok, "{stderr}");
     assert!(stderr.contains(&etcd.endpoint()), "{stderr}");
-    let out = std::process::Command::new(pylon_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!pylon_once(&["run", "-c", conf]).0);
     // And without the sni override, the certificate (for test.com) does not match 127.0.0.1.
     let no_sni = good.replace(", sni: test.com", "");
-    let conf = common::ops::write_static(
-        &sub,
-        common::free_port(),
-        &etcd_gateway_lines(&etcd.endpoint(), common::free_port(), &no_sni),
-        "",
+    let conf = etcd_conf(dir.path(), "c", &etcd.endpoint(), &no_sni);
+    let (ok, _, stderr) = pylon_once(&["check", "-c", conf.to_str().unwrap()]);
+    assert!(!ok, "verification must not be skipped: {stderr}");
+    assert!(stderr.contains("mismatch"), "{stderr}");
+}
+
+#[test]
+fn etcd_with_user_and_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(dir.path());
+    let origin = HttpOrigin::start("origin");
+    etcd.put("/apisix/upstreams/u", &upstream_json(origin.port));
+    etcd.put("/apisix/routes/1", &route_json("/hello", "u"));
+    etcd.enable_auth("root", "s3cret");
+    let gw = EtcdGateway::start(
+        dir.path(),
+        "a",
+        &etcd.endpoint(),
+        "    user: root\n    password: s3cret\n",
     );
-    let out = std::process::Command::new(pylon_bin())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "verification must not be skipped");
+    assert!(
+        all_answer(&[&gw], "/hello", 200, WAIT),
+        "{}",
+        gw.pylon.log()
+    );
+    let (s, body) = gw.admin().put("routes/2", &route_json("/two", "u"));
+    assert_eq!(s, 201, "{body}");
+    assert!(all_answer(&[&gw], "/two", 200, WAIT));
+    assert!(!gw.pylon.log().contains("s3cret"), "the password is logged");
+
+    let conf = etcd_conf(
+        dir.path(),
+        "b",
+        &etcd.endpoint(),
+        "    user: root\n    password: wrong\n",
+    );
+    let (ok, _, stderr) = pylon_once(&["check", "-c", conf.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is printed: {stderr}"
+    );
 }
 
 #[test]
@@ -209,17 +224,9 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
     assert_eq!(keyring.decrypt(key).unwrap(), pki.pem("client.key"));
 
     // dump: a resources file with the keys decrypted, which push writes back.
-    let out = std::process::Command::new(pylon_bin())
-        .args(["config", "dump", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dumped = String::from_utf8(out.stdout).unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let (ok, dumped, stderr) = pylon_once(&["config", "dump", "-c", conf_s]);
+    assert!(ok, "{stderr}");
     assert!(
         dumped.contains("id: hello") && dumped.contains("BEGIN PRIVATE KEY"),
         "{dumped}"
@@ -228,18 +235,9 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
     std::fs::write(&file, &dumped).unwrap();
     etcd.run(&["del", "/apisix/", "--prefix"]);
     assert!(common::ops::wait_until(WAIT, || status(port, "/hello") == 404));
-    let out = std::process::Command::new(pylon_bin())
-        .args(["config", "push", "-c"])
-        .arg(&conf)
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file_s = file.to_str().unwrap();
+    let (ok, stdout, stderr) = pylon_once(&["config", "push", "-c", conf_s, file_s]);
+    assert!(ok, "{stderr}");
     assert!(stdout.contains("pushed 5 objects"), "{stdout}");
     assert!(
         common::ops::wait_until(WAIT, || status(port, "/hello") == 200),
@@ -258,13 +256,8 @@ fn encrypted_keys_are_served_never_returned_and_push_dump_round_trip() {
         "routes:\n  - id: r\n    uri: /r\n    upstream_id: missing\n",
     )
     .unwrap();
-    let out = std::process::Command::new(pylon_bin())
-        .args(["config", "push", "-c"])
-        .arg(&conf)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].upstream_id"));
+    let (ok, _, stderr) = pylon_once(&["config", "push", "-c", conf_s, file_s]);
+    assert!(!ok);
+    assert!(stderr.contains("routes[0].upstream_id"), "{stderr}");
     assert!(etcd.get("/apisix/routes/r").is_none());
 }

@@ -25,6 +25,8 @@ pub struct EtcdTls {
 
 /// One etcd member.
 pub struct Etcd {
+    /// `user:password` etcdctl sends once authentication is on.
+    auth: Option<String>,
     pub port: u16,
     peer_port: u16,
     pub data: PathBuf,
@@ -46,6 +48,7 @@ impl Etcd {
 
     fn start_inner(dir: &Path, tls: Option<EtcdTls>) -> Etcd {
         let mut e = Etcd {
+            auth: None,
             port: free_port(),
             peer_port: free_port(),
             data: dir.join("etcd-data"),
@@ -190,6 +193,14 @@ impl Etcd {
         self.run(&["compact", &rev, "--physical"]);
     }
 
+    /// Adds `user` with `password` and the root role, and turns etcd's authentication on.
+    pub fn enable_auth(&mut self, user: &str, password: &str) {
+        self.run(&["user", "add", &format!("{user}:{password}")]);
+        self.run(&["user", "grant-role", user, "root"]);
+        self.run(&["auth", "enable"]);
+        self.auth = Some(format!("{user}:{password}"));
+    }
+
     /// Kills the member (SIGKILL), keeping its data.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -225,6 +236,28 @@ pub fn etcd_gateway_lines(endpoint: &str, admin_port: u16, etcd_extra: &str) -> 
     format!(
         "  config_provider: etcd\n  etcd:\n    endpoints: [\"{endpoint}\"]\n    prefix: /apisix\n    timeout: 3\n{etcd_extra}  admin: {{ listen: \"127.0.0.1:{admin_port}\", api_key: \"{}\" }}\n",
         super::admin::KEY
+    )
+}
+
+/// Writes the static file of a gateway on `endpoint` into `dir/<name>` without starting it
+/// (for `pylon check`, `config push`/`dump`, or a start expected to fail): its path.
+pub fn etcd_conf(dir: &Path, name: &str, endpoint: &str, etcd_extra: &str) -> PathBuf {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let lines = etcd_gateway_lines(endpoint, free_port(), etcd_extra);
+    write_static(&sub, free_port(), &lines, "")
+}
+
+/// Runs `pylon <args>` to its end: (success, stdout, stderr).
+pub fn pylon_once(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(super::pylon_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
