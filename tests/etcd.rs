@@ -234,13 +234,8 @@ fn invalid_items_are_skipped_and_the_rest_applies() {
     }
 
     // `pylon check` lists every invalid item with its key and exits 1.
-    let out = std::process::Command::new(common::pylon_bin())
-        .args(["check", "-c"])
-        .arg(&gw.pylon.conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let (ok, _, stderr) = pylon_once(&["check", "-c", gw.pylon.conf.to_str().unwrap()]);
+    assert!(!ok, "{stderr}");
     for key in [
         "routes/bad: bogus",
         "routes/noservice: service_id",
@@ -285,22 +280,9 @@ fn start_from_the_snapshot_when_etcd_is_down() {
     );
 
     // Without one: exits non-zero with the reason.
-    let other = dir.path().join("b");
-    std::fs::create_dir_all(&other).unwrap();
-    let port = common::free_port();
-    let conf = common::ops::write_static(
-        &other,
-        port,
-        &etcd_gateway_lines(&etcd.endpoint(), common::free_port(), ""),
-        "",
-    );
-    let out = std::process::Command::new(common::pylon_bin())
-        .args(["run", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let conf = etcd_conf(dir.path(), "b", &etcd.endpoint(), "");
+    let (ok, _, stderr) = pylon_once(&["run", "-c", conf.to_str().unwrap()]);
+    assert!(!ok);
     assert!(stderr.contains("no usable snapshot"), "{stderr}");
     assert!(stderr.contains(&etcd.endpoint()), "{stderr}");
 
