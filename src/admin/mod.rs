@@ -1,5 +1,6 @@
 //! The admin API: routes, services, upstreams, SSL objects and CA certificates changed at run
-//! time, in the style of Apache APISIX's Admin API v3, persisted to the resources file.
+//! time, in the style of Apache APISIX's Admin API v3, persisted to the resources file, or,
+//! with `gateway.config_provider: etcd`, written to etcd ([`etcd_api`]).
 //!
 //! Served on `gateway.admin.listen` (its own Pingora service, one thread) when
 //! `gateway.admin` is set. Every request must carry `X-API-KEY: <gateway.admin.api_key>`
