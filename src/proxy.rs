@@ -5,7 +5,7 @@
 //! Hooks used, in request order:
 //! - `request_filter`: on HTTPS, the client-certificate check (400 without a valid one where
 //!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; no
-//!   route → 404 `{"error_msg":"404 Route Not Found"}`.
+//!   route → 404 `{"error_msg":"404 Route Not Found"}` and a newline, as APISIX answers.
 //! - `upstream_peer`: node selection (healthy, untried nodes first); clones the node's
 //!   prebuilt peer, fills in the SNI when it comes from the request, applies the route's
 //!   timeouts. No node → 503. Refuses (502) to connect to a TLS upstream with verification
@@ -42,7 +42,7 @@ use crate::upstream::select::{Inflight, Tried};
 use crate::upstream::{peer, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
-pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}";
+pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
 
 /// The gateway's proxy logic. Holds the current table; a reload swaps it atomically.
 pub struct Gateway {

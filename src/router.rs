@@ -344,6 +344,16 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_host_stands_for_at_least_one_label() {
+        let w = HostPattern::parse("*.foo.com").unwrap();
+        assert!(w.matches("a.foo.com") && w.matches("A.b.FOO.com"));
+        // APISIX's radixtree matches a Host of exactly ".foo.com" too; it is not a host name
+        // (RFC 1123: labels are not empty), so Pylon does not (docs: compatibility).
+        assert!(!w.matches(".foo.com"));
+        assert!(!w.matches("foo.com"));
+    }
+
+    #[test]
     fn patterns_reject_misplaced_wildcards() {
         assert!(PathPattern::parse("hello").is_err());
         assert!(PathPattern::parse("/a*/b").is_err());

@@ -41,7 +41,7 @@ fn no_route_gives_apisix_404_body() {
     let gw = Gateway::start(dir.path(), &res);
     assert_eq!(
         gw.get("/nope", None),
-        (404, r#"{"error_msg":"404 Route Not Found"}"#.to_string())
+        (404, "{\"error_msg\":\"404 Route Not Found\"}\n".to_string())
     );
     // The method must match too: /hello is GET only.
     let client = reqwest::blocking::Client::new();

@@ -196,9 +196,14 @@ impl Ctx<'_> {
     }
 }
 
-fn check_unique<'a>(kind: &str, ids: impl Iterator<Item = &'a Id>, problems: &mut Vec<Problem>) {
+fn check_unique<'a>(
+    kind: &str,
+    ids: impl Iterator<Item = Option<&'a Id>>,
+    problems: &mut Vec<Problem>,
+) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, id) in ids.enumerate() {
+        let Some(id) = id else { continue };
         let key = id.to_string();
         if let Some(first) = seen.get(&key) {
             problems.push(Problem::new(
@@ -230,16 +235,18 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
         server_ssls: CertStoreBuilder::default(),
         inventory: Inventory::default(),
     };
-    check_unique("routes", res.routes.iter().map(|r| &r.id), &mut cx.problems);
+    let route_ids = res.routes.iter().map(|r| r.id.as_ref());
+    check_unique("routes", route_ids, &mut cx.problems);
+    let service_ids = res.services.iter().map(|s| s.id.as_ref());
+    check_unique("services", service_ids, &mut cx.problems);
+    let upstream_ids = res.upstreams.iter().map(|u| u.id.as_ref());
+    check_unique("upstreams", upstream_ids, &mut cx.problems);
     check_unique(
-        "services",
-        res.services.iter().map(|s| &s.id),
+        "ssls",
+        res.ssls.iter().map(|s| Some(&s.id)),
         &mut cx.problems,
     );
-    let upstream_ids = res.upstreams.iter().filter_map(|u| u.id.as_ref());
-    check_unique("upstreams", upstream_ids, &mut cx.problems);
-    check_unique("ssls", res.ssls.iter().map(|s| &s.id), &mut cx.problems);
-    let ca_ids = res.ca_certificates.iter().map(|c| &c.id);
+    let ca_ids = res.ca_certificates.iter().map(|c| Some(&c.id));
     check_unique("ca_certificates", ca_ids, &mut cx.problems);
 
     for (i, ca) in res.ca_certificates.iter().enumerate() {
@@ -258,13 +265,15 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
     let mut upstreams: Upstreams = HashMap::new();
     for (i, u) in res.upstreams.iter().enumerate() {
         let path = format!("upstreams[{i}]");
-        match &u.id {
-            None => cx.problem(format!("{path}.id"), "required"),
-            Some(id) => {
-                let up = compile_upstream(&mut cx, &path, &id.to_string(), u).map(Arc::new);
-                cx.all_upstreams.extend(up.clone());
-                upstreams.insert(id.to_string(), up);
-            }
+        // Without an id (APISIX standalone allows it) nothing can refer to it; it is still
+        // checked, and named by its position.
+        let name =
+            u.id.as_ref()
+                .map_or_else(|| path.clone(), |id| id.to_string());
+        let up = compile_upstream(&mut cx, &path, &name, u).map(Arc::new);
+        cx.all_upstreams.extend(up.clone());
+        if let Some(id) = &u.id {
+            upstreams.insert(id.to_string(), up);
         }
     }
     let mut services: HashMap<String, ServiceParts> = HashMap::new();
@@ -280,7 +289,9 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
         );
         let hosts = host_patterns(&mut cx, &format!("{path}.hosts"), s.hosts.iter().flatten());
         let declared = s.upstream_id.is_some() || s.upstream.is_some();
-        services.insert(s.id.to_string(), (upstream, declared, hosts));
+        if let Some(id) = &s.id {
+            services.insert(id.to_string(), (upstream, declared, hosts));
+        }
     }
     let mut router = RouterBuilder::default();
     for (i, r) in res.routes.iter().enumerate() {
@@ -400,15 +411,15 @@ fn pick_upstream(
     inline: Option<&model::Upstream>,
     upstreams: &Upstreams,
 ) -> Option<Arc<Upstream>> {
+    if id.is_some() && inline.is_some() {
+        // APISIX: upstream_id wins over the inline upstream.
+        cx.warn(
+            format!("{path}.upstream"),
+            "ignored: upstream_id is set too, and wins (as in APISIX)",
+        );
+    }
     match (id, inline) {
-        (Some(_), Some(_)) => {
-            cx.problem(
-                format!("{path}.upstream"),
-                "give either upstream_id or upstream, not both",
-            );
-            None
-        }
-        (Some(id), None) => match upstreams.get(&id.to_string()) {
+        (Some(id), _) => match upstreams.get(&id.to_string()) {
             Some(found) => found.clone(), // None: reported at the upstream's own path
             None if cx.missing_upstream_503 => {
                 let id = id.to_string();
@@ -569,7 +580,10 @@ fn compile_route(
         priority: r.priority,
     };
     let route = Route {
-        id: r.id.to_string(),
+        id: r
+            .id
+            .as_ref()
+            .map_or_else(|| path.to_string(), Id::to_string),
         upstream: upstream?,
         timeouts: route_timeouts,
         metrics: Default::default(),

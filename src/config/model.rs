@@ -194,8 +194,9 @@ pub struct Timeout {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// Unique among routes.
-    pub id: Id,
+    /// Unique among routes. Optional (APISIX standalone): a route without one is named by
+    /// its position, `routes[3]`, in logs and metrics.
+    pub id: Option<Id>,
     /// Free text.
     pub name: Option<String>,
     /// Free text.
@@ -239,8 +240,9 @@ pub struct Route {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    /// Unique among services.
-    pub id: Id,
+    /// Unique among services. Optional (APISIX standalone), but a service without one cannot
+    /// be referred to.
+    pub id: Option<Id>,
     /// Free text.
     pub name: Option<String>,
     /// Free text.
@@ -267,7 +269,8 @@ pub struct Service {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Unique among upstreams; optional for inline upstreams.
+    /// Unique among upstreams. Optional (APISIX standalone), but an upstream without one
+    /// cannot be referred to.
     pub id: Option<Id>,
     /// Free text.
     pub name: Option<String>,
