@@ -183,10 +183,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     while let Some(Ok(msg)) = ws.next().await {
-        if msg.is_text() || msg.is_binary() {
-            if ws.send(msg).await.is_err() {
-                return;
-            }
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
         }
     }
 }
