@@ -17,6 +17,18 @@ pub fn request_host(session: &Session) -> &str {
     host_without_port(raw_host(session)).trim_end_matches('.')
 }
 
+/// Why a request's Host is unacceptable (RFC 9112 §3.2: an HTTP/1.1 request without Host,
+/// or any request with more than one Host header, gets 400), or `None`. HTTP/1.0 may omit
+/// Host; HTTP/2 carries it in `:authority`.
+pub fn host_problem(req: &pingora_http::RequestHeader) -> Option<&'static str> {
+    let hosts = req.headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Some("more than one Host header");
+    }
+    let missing = hosts == 0 && req.uri.authority().is_none();
+    (missing && req.version == http::Version::HTTP_11).then_some("HTTP/1.1 request without Host")
+}
+
 fn raw_host(session: &Session) -> &str {
     let req = session.req_header();
     req.headers

@@ -32,7 +32,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::forwarding::{hash_key_bytes, request_host, set_forwarding_headers};
+use crate::forwarding::{hash_key_bytes, host_problem, request_host, set_forwarding_headers};
 use crate::router::normalize_path;
 use crate::table::{Route, Table};
 use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
@@ -182,6 +182,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Pipelined requests are answered in order (RFC 9112 §9.3.2), as nginx and HAProxy do,
+        // instead of dropping the connection after the first answer.
+        session.set_pipelining_enabled(true);
+        if let Some(why) = host_problem(session.req_header()) {
+            log::debug!("400 to {:?}: {why}", session.client_addr());
+            session.respond_error(400).await?;
+            return Ok(true);
+        }
         let table = self.table.load();
         let tls = client_cert::connection(session);
         // Rules match the normalized path (no `..` escapes); the original goes upstream.
@@ -280,6 +288,11 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         match &route.upstream.pass_host {
+            // HTTP/1.0 may come without Host; the upstream still gets one.
+            PassHost::Pass if upstream_request.headers.get(http::header::HOST).is_none() => {
+                let host = route.upstream.nodes[i].host_header.clone();
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
             PassHost::Pass => {}
             PassHost::Node => {
                 let host = route.upstream.nodes[i].host_header.clone();
@@ -387,6 +400,12 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if e.esource() == &ErrorSource::Downstream {
+            // The client left, timed out or sent a bad body: not the node's fault, and there
+            // is no one to retry for.
+            e.set_retry(false);
+            return e;
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
         // A pooled connection the upstream had closed: retry it like Pingora does.

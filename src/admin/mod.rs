@@ -230,6 +230,8 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // Pipelined requests are answered in order (RFC 9112 §9.3.2).
+        session.set_pipelining_enabled(true);
         let req = session.req_header();
         let given = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if !authorized(self.key.as_deref(), given) {

@@ -17,9 +17,21 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.admin-tmp"))
 }
 
+/// Field names whose values are secrets, as they appear in YAML or JSON text.
+const SECRET_FIELDS: &[&[u8]] = &[b"key_passphrase", b"password", b"api_key"];
+
+/// Whether `text` holds a private key or a secret field (a passphrase, a password): such a
+/// file must not be readable by group or others.
+pub fn holds_secret(text: &[u8]) -> bool {
+    crate::tls::holds_private_key(text)
+        || SECRET_FIELDS
+            .iter()
+            .any(|f| text.windows(f.len()).any(|w| w == *f))
+}
+
 /// Replaces `path`'s content with `text` atomically and durably. The new file keeps the old
 /// one's permission bits (0600 when there was none), except that a file holding a private
-/// key is never left readable by group or others. A symlink is followed: the file it points
+/// key or a passphrase ([`holds_secret`]) is never left readable by group or others. A symlink is followed: the file it points
 /// to is replaced.
 ///
 /// Errors: any I/O error; the old file is then untouched.
@@ -28,8 +40,11 @@ pub fn replace_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
     let mode = std::fs::metadata(&path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o600);
-    let holds_key = text.windows(11).any(|w| w == b"PRIVATE KEY");
-    let mode = if holds_key { mode & 0o700 } else { mode };
+    let mode = if holds_secret(text) {
+        mode & 0o700
+    } else {
+        mode
+    };
     let tmp = temp_path(&path);
     let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()

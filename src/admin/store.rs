@@ -174,7 +174,9 @@ const SECRET_TLS_FIELDS: &[&str] = &["client_key", "client_key_passphrase"];
 
 /// A copy of `value` (an object of `kind`) without private keys and passphrases: `key`,
 /// `keys` and `key_passphrase` of ssls; `tls.client_key` and `tls.client_key_passphrase` of
-/// upstreams, named or inline in a route or service. They are left out, not masked.
+/// upstreams, named or inline in a route or service. They are left out, not masked. Any
+/// other string holding a private key (one pasted into a certificate field, which validation
+/// refuses but etcd may hold) is left out too.
 pub fn redact(kind: Kind, value: &Value) -> Value {
     let mut v = value.clone();
     let strip = |obj: Option<&mut Value>, fields: &[&str]| {
@@ -193,7 +195,25 @@ pub fn redact(kind: Kind, value: &Value) -> Value {
         ),
         Kind::CaCertificates => {}
     }
+    drop_key_material(&mut v);
     v
+}
+
+/// Removes every string that holds a private key, wherever it is.
+fn drop_key_material(v: &mut Value) {
+    let holds =
+        |x: &Value| matches!(x, Value::String(s) if crate::tls::holds_private_key(s.as_bytes()));
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !holds(x));
+            m.values_mut().for_each(drop_key_material);
+        }
+        Value::Array(a) => {
+            a.retain(|x| !holds(x));
+            a.iter_mut().for_each(drop_key_material);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +274,9 @@ mod tests {
         let svc = redact(Kind::Services, doc.get(Kind::Services, "s").unwrap());
         assert!(!svc.to_string().contains("SECRET"), "{svc}");
         assert_eq!(svc["upstream"]["tls"]["client_cert_id"], "c");
+        let pasted = json!({"cert": "-----BEGIN PRIVATE KEY-----\nx", "certs": ["-----BEGIN RSA PRIVATE KEY-----"]});
+        let out = redact(Kind::CaCertificates, &pasted);
+        assert!(!out.to_string().contains("PRIVATE"), "{out}");
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     if g.threads == Some(0) {
         problems.push(Problem::new("gateway.threads", "must be at least 1"));
     }
+    check_listener_overlaps(g, &mut problems);
     if let Some(e) = &g.etcd {
         problems.extend(crate::etcd::check_static(e));
     } else if g.config_provider == model::ConfigProvider::Etcd {
@@ -98,6 +99,50 @@ pub fn check_static(s: &StaticFile) -> Vec<Problem> {
     }
     problems.extend(crate::etcd::crypt::check_static(&g.data_encryption));
     problems
+}
+
+/// Refuses two listeners on the same port where their addresses overlap (equal, or either
+/// one the unspecified address `0.0.0.0`/`[::]`, which takes every address): the kernel
+/// would split connections between them, sending admin calls (and their key) to the proxy.
+fn check_listener_overlaps(g: &model::Gateway, problems: &mut Vec<Problem>) {
+    let mut all: Vec<(String, SocketAddr)> = Vec::new();
+    let mut add = |field: String, addr: Option<SocketAddr>| {
+        if let Some(a) = addr {
+            all.push((field, a));
+        }
+    };
+    for (i, a) in g.listen.iter().enumerate() {
+        add(format!("gateway.listen[{i}]"), a.parse().ok());
+    }
+    for (i, a) in g.tls_listen.iter().enumerate() {
+        add(format!("gateway.tls_listen[{i}]"), a.parse().ok());
+    }
+    if let Some(m) = &g.metrics_listen {
+        add(
+            "gateway.metrics_listen".into(),
+            crate::ops::metrics::listen_addr(m).ok(),
+        );
+    }
+    if let Some(a) = &g.admin {
+        add(
+            "gateway.admin.listen".into(),
+            crate::ops::metrics::listen_addr(&a.listen).ok(),
+        );
+    }
+    for (j, (field, b)) in all.iter().enumerate() {
+        let clash = all[..j].iter().find(|(_, a)| {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        });
+        if let Some((other, a)) = clash {
+            problems.push(Problem::new(
+                field.clone(),
+                format!(
+                    "{b} overlaps {other} ({a}): every listener needs its own address and port"
+                ),
+            ));
+        }
+    }
 }
 
 /// Certificates expiring within this many days get a warning at load.
@@ -150,6 +195,15 @@ impl Ctx<'_> {
     }
     pub(super) fn certs(&mut self, path: &str, value: &str) -> Option<Vec<X509>> {
         let pem = self.pem(path, value)?;
+        if tls::holds_private_key(&pem.text) {
+            // Certificate fields are returned by the admin API: a key here would leak.
+            self.problem(
+                path,
+                "holds a private key: a certificate field takes certificates only (put the key \
+                 in its key field)",
+            );
+            return None;
+        }
         match tls::parse_certs(&pem) {
             Ok(certs) => {
                 for c in &certs {

@@ -391,6 +391,7 @@ pub struct MetricsApp;
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        session.set_pipelining_enabled(true);
         let (status, ctype, body) = if session.req_header().uri.path() == "/metrics" {
             (200, "text/plain; version=0.0.4; charset=utf-8", render())
         } else {

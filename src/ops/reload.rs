@@ -116,7 +116,7 @@ pub(super) fn fingerprint(main: &[u8], files: &[PathBuf]) -> u64 {
     let mut h = DefaultHasher::new();
     main.hash(&mut h);
     for f in files {
-        std::fs::read(f).ok().hash(&mut h);
+        crate::tls::read_regular_file(f).ok().hash(&mut h);
     }
     h.finish()
 }

@@ -87,13 +87,54 @@ pub fn read_pem_field(value: &str, base: &Path) -> Result<PemSource, PemError> {
         });
     }
     let path = base.join(value.trim());
-    match std::fs::read(&path) {
+    match read_regular_file(&path) {
         Ok(text) => Ok(PemSource {
             text,
             path: Some(path),
         }),
         Err(source) => Err(PemError::Read { path, source }),
     }
+}
+
+/// Largest certificate or key file read, in bytes (a chain of a few certificates is ~10 KiB).
+pub const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// Reads a certificate or key file: only a regular file of at most [`MAX_PEM_FILE`] bytes.
+/// The open never blocks (a FIFO or a device named by mistake, or by a hostile admin API
+/// client, is refused instead of hanging or exhausting memory).
+///
+/// Errors: the file cannot be opened or read, is not a regular file, or is too large.
+pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_PEM_FILE} bytes: not a certificate or key file"),
+        )
+    };
+    if meta.len() > MAX_PEM_FILE {
+        return Err(too_large());
+    }
+    let mut text = Vec::new();
+    file.take(MAX_PEM_FILE + 1).read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_PEM_FILE {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// Whether PEM text holds a private key block.
+pub fn holds_private_key(text: &[u8]) -> bool {
+    text.windows(11).any(|w| w == b"PRIVATE KEY")
 }
 
 /// Parses every certificate in `pem` (leaf first, then the chain, as in the file).
