@@ -17,16 +17,55 @@ pub fn request_host(session: &Session) -> &str {
     host_without_port(raw_host(session)).trim_end_matches('.')
 }
 
-/// Why a request's Host is unacceptable (RFC 9112 §3.2: an HTTP/1.1 request without Host,
-/// or any request with more than one Host header, gets 400), or `None`. HTTP/1.0 may omit
-/// Host; HTTP/2 carries it in `:authority`.
-pub fn host_problem(req: &pingora_http::RequestHeader) -> Option<&'static str> {
-    let hosts = req.headers.get_all(http::header::HOST).iter().count();
+/// Why a request is refused before routing, with the status to answer, or `None`:
+/// - 400: an HTTP/1.1 request without Host, or more than one Host header (RFC 9112 §3.2;
+///   HTTP/1.0 may omit Host, HTTP/2 carries it in `:authority`);
+/// - 400: more than one Content-Length, one that is not a plain number (`5, 5`), or both
+///   Content-Length and Transfer-Encoding (RFC 9112 §6.3: ambiguous framing, the ground of
+///   request smuggling; nginx refuses the same);
+/// - 501: a Transfer-Encoding other than `chunked` (`gzip, chunked`: nginx answers 501 too).
+pub fn refuse_reason(req: &pingora_http::RequestHeader) -> Option<(u16, &'static str)> {
+    use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    let hosts = req.headers.get_all(HOST).iter().count();
     if hosts > 1 {
-        return Some("more than one Host header");
+        return Some((400, "more than one Host header"));
     }
-    let missing = hosts == 0 && req.uri.authority().is_none();
-    (missing && req.version == http::Version::HTTP_11).then_some("HTTP/1.1 request without Host")
+    if hosts == 0 && req.uri.authority().is_none() && req.version == http::Version::HTTP_11 {
+        return Some((400, "HTTP/1.1 request without Host"));
+    }
+    let lengths: Vec<&[u8]> = req
+        .headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if lengths.len() > 1
+        || lengths
+            .iter()
+            .any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit))
+    {
+        return Some((
+            400,
+            "more than one Content-Length, or one that is not a number",
+        ));
+    }
+    let codings: Vec<&[u8]> = req
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if !codings.is_empty() {
+        if !lengths.is_empty() {
+            return Some((400, "both Content-Length and Transfer-Encoding"));
+        }
+        let chunked_only =
+            codings.len() == 1 && codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
+        if !chunked_only {
+            return Some((501, "a Transfer-Encoding other than chunked"));
+        }
+    }
+    None
 }
 
 fn raw_host(session: &Session) -> &str {
@@ -126,4 +165,48 @@ pub fn set_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Res
         req.insert_header("x-forwarded-port", port.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_with_ambiguous_host_or_framing_are_refused() {
+        let req = |version, headers: &[(&str, &str)]| {
+            let mut r = pingora_http::RequestHeader::build("POST", b"/", None).unwrap();
+            r.set_version(version);
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            r
+        };
+        const HTTP_10: http::Version = http::Version::HTTP_10;
+        const HTTP_11: http::Version = http::Version::HTTP_11;
+        let ok = |h: &[(&str, &str)]| refuse_reason(&req(HTTP_11, h));
+        assert_eq!(ok(&[("host", "a")]), None);
+        assert_eq!(ok(&[]).unwrap().0, 400);
+        assert_eq!(refuse_reason(&req(HTTP_10, &[])), None);
+        assert_eq!(ok(&[("host", "a"), ("host", "b")]).unwrap().0, 400);
+        assert_eq!(
+            ok(&[("host", "a"), ("content-length", "5, 5")]).unwrap().0,
+            400
+        );
+        let two = [
+            ("host", "a"),
+            ("content-length", "5"),
+            ("content-length", "5"),
+        ];
+        assert_eq!(ok(&two).unwrap().0, 400);
+        let both = [
+            ("host", "a"),
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(ok(&both).unwrap().0, 400);
+        let gzip = [("host", "a"), ("transfer-encoding", "gzip, chunked")];
+        assert_eq!(ok(&gzip).unwrap().0, 501);
+        assert_eq!(ok(&[("host", "a"), ("transfer-encoding", "Chunked")]), None);
+        assert_eq!(ok(&[("host", "a"), ("content-length", "12")]), None);
+    }
 }

@@ -413,7 +413,9 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         "upstream maintenance",
         Maintenance::new(table.clone()),
     ));
-    let gateway = Gateway::new(table.clone()).with_client_cert_headers(client_cert_headers);
+    let gateway = Gateway::new(table.clone())
+        .with_client_cert_headers(client_cert_headers)
+        .with_reject_ambiguous_paths(g.reject_ambiguous_paths);
     let mut service = pylon::ops::proxy_service(&server.configuration, gateway);
     for addr in &g.listen {
         service.add_tcp(addr);

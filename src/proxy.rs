@@ -32,8 +32,8 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::forwarding::{hash_key_bytes, host_problem, request_host, set_forwarding_headers};
-use crate::router::normalize_path;
+use crate::forwarding::{hash_key_bytes, refuse_reason, request_host, set_forwarding_headers};
+use crate::router::{ambiguous_path, normalize_path};
 use crate::table::{Route, Table};
 use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::balancer::Balancer;
@@ -48,6 +48,7 @@ pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
 pub struct Gateway {
     table: Arc<ArcSwap<Table>>,
     client_cert_headers: ClientCertHeaders,
+    reject_ambiguous_paths: bool,
 }
 
 impl Gateway {
@@ -56,7 +57,16 @@ impl Gateway {
         Gateway {
             table,
             client_cert_headers: ClientCertHeaders::default(),
+            reject_ambiguous_paths: true,
         }
+    }
+
+    /// Whether paths that some upstreams read differently (see
+    /// [`ambiguous_path`](crate::router::ambiguous_path)) get 400
+    /// (`gateway.reject_ambiguous_paths`, default true).
+    pub fn with_reject_ambiguous_paths(mut self, reject: bool) -> Self {
+        self.reject_ambiguous_paths = reject;
+        self
     }
 
     /// Sets the headers that carry a verified client certificate upstream
@@ -185,15 +195,23 @@ impl ProxyHttp for Gateway {
         // Pipelined requests are answered in order (RFC 9112 §9.3.2), as nginx and HAProxy do,
         // instead of dropping the connection after the first answer.
         session.set_pipelining_enabled(true);
-        if let Some(why) = host_problem(session.req_header()) {
-            log::debug!("400 to {:?}: {why}", session.client_addr());
-            session.respond_error(400).await?;
+        if let Some((status, why)) = refuse_reason(session.req_header()) {
+            log::debug!("{status} to {:?}: {why}", session.client_addr());
+            session.respond_error(status).await?;
             return Ok(true);
         }
         let table = self.table.load();
         let tls = client_cert::connection(session);
         // Rules match the normalized path (no `..` escapes); the original goes upstream.
-        let path = normalize_path(session.req_header().uri.path());
+        let raw = session.req_header().uri.path();
+        let path = normalize_path(raw);
+        if self.reject_ambiguous_paths {
+            if let Some(why) = ambiguous_path(raw, &path) {
+                log::debug!("400 to {:?}: {why}", session.client_addr());
+                session.respond_error(400).await?;
+                return Ok(true);
+            }
+        }
         match client_cert::check(&table.tls, tls, request_host(session), &path) {
             Verdict::Allow(client) => ctx.client_cert = client,
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),

@@ -209,6 +209,35 @@ impl<T> Router<T> {
 }
 
 /// The path routes (and other path rules) are matched against, as nginx's `$uri`, which
+/// Why a request path is read differently by some upstreams than by Pylon's
+/// [`normalize_path`], or `None`. `raw` is the path as received, `normalized` its normal
+/// form. Refused forms (`gateway.reject_ambiguous_paths`):
+/// - a backslash, raw or `%5c` (Windows and IIS servers take it as `/`: `/pub/..\admin`);
+/// - `%25` encoding a `.`, `/` or `\` (`%252e`: decoded twice by some applications);
+/// - a dot segment with a path parameter (`/..;/`, `/.;/`: Tomcat drops the parameter and
+///   steps up).
+pub fn ambiguous_path(raw: &str, normalized: &str) -> Option<&'static str> {
+    if normalized.contains('\\') || raw.contains('\\') {
+        return Some("a backslash in the path");
+    }
+    let double = raw.as_bytes().windows(5).any(|w| {
+        w[..3].eq_ignore_ascii_case(b"%25")
+            && [b"2e", b"2f", b"5c"]
+                .iter()
+                .any(|x| w[3..].eq_ignore_ascii_case(&x[..]))
+    });
+    if double {
+        return Some("a double percent-encoded ., / or \\ in the path");
+    }
+    if normalized
+        .split('/')
+        .any(|seg| seg.starts_with(".;") || seg.starts_with("..;"))
+    {
+        return Some("a path parameter on a dot segment (/..;/)");
+    }
+    None
+}
+
 /// APISIX matches on: percent-escapes decoded, `.` and `..` segments resolved (RFC 3986
 /// §5.2.4), repeated slashes merged. `/pub/../admin` and `/pub/%2e%2e/admin` both give
 /// `/admin`, so a path cannot step out of the route (or `skip_mtls_uri_regex`) it seems to
@@ -341,6 +370,33 @@ mod tests {
         ]);
         assert_eq!(r.find("a.com", "GET", "/p"), Some(&1));
         assert_eq!(r.find("b.com", "GET", "/p"), Some(&0));
+    }
+
+    #[test]
+    fn ambiguous_paths() {
+        let check = |p: &str| ambiguous_path(p, &normalize_path(p));
+        for bad in [
+            "/pub/..;/admin",
+            "/pub/..\\admin",
+            "/pub/%5c..%5cadmin",
+            "/pub/%5C..%5Cadmin",
+            "/pub/%252e%252e/admin",
+            "/pub/%252F",
+            "/pub/.;/x",
+            "/pub/%2e%2e;/admin",
+        ] {
+            assert!(check(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "/pub/a;b",
+            "/pub/100%25",
+            "/pub/%2541",
+            "/pub/..a;",
+            "/",
+            "/a/b.c;v=1",
+        ] {
+            assert_eq!(check(good), None, "{good}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::info;
@@ -101,6 +101,9 @@ pub type Reply = (u16, Value);
 pub struct Api {
     reloader: Arc<Reloader>,
     path: PathBuf,
+    /// The running version's objects, parsed once per version (reads of a large file must not
+    /// parse it again each time).
+    parsed: Mutex<(u64, Arc<Doc>)>,
 }
 
 fn now() -> i64 {
@@ -217,7 +220,11 @@ impl Api {
     /// The API for the resources file `reloader` serves.
     pub fn new(reloader: Arc<Reloader>) -> Api {
         let path = reloader.resources_path().to_path_buf();
-        Api { reloader, path }
+        Api {
+            reloader,
+            path,
+            parsed: Mutex::new((0, Arc::new(Doc::default()))),
+        }
     }
 
     /// Runs `op` on `kind`; `what` (e.g. `PUT /apisix/admin/routes/1`) names it in logs.
@@ -249,9 +256,17 @@ impl Api {
         }
     }
 
-    fn running(&self) -> Result<Doc, AdminError> {
-        Doc::parse(&self.reloader.running_text())
-            .map_err(|e| AdminError::Internal(format!("the running resources file: {e}")))
+    fn running(&self) -> Result<Arc<Doc>, AdminError> {
+        let mut cache = self
+            .parsed
+            .lock()
+            .map_err(|_| AdminError::Internal("admin cache poisoned".into()))?;
+        if let Some((version, text)) = self.reloader.running_if_newer(cache.0) {
+            let doc = Doc::parse(&text)
+                .map_err(|e| AdminError::Internal(format!("the running resources file: {e}")))?;
+            *cache = (version, Arc::new(doc));
+        }
+        Ok(cache.1.clone())
     }
 
     fn change(&self, kind: Kind, op: Op, what: &str) -> Result<Reply, AdminError> {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response};
-use log::{info, warn};
+use log::info;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::services::listening::Service;
@@ -71,27 +71,30 @@ fn listen_addr(admin: &model::Admin) -> Result<SocketAddr, String> {
     crate::ops::metrics::listen_addr(&admin.listen)
 }
 
-/// Checks `gateway.admin`: an address, and an `api_key` unless it listens on loopback only.
+/// Shortest `gateway.admin.api_key` accepted, in characters (APISIX generates 32).
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// Checks `gateway.admin`: an address, and an `api_key` of at least [`MIN_API_KEY_LEN`]
+/// characters, always: on loopback too, any local user could otherwise change the
+/// configuration.
 pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
     let mut problems = Vec::new();
-    match listen_addr(admin) {
-        Err(e) => problems.push(Problem::new("gateway.admin.listen", e)),
-        Ok(addr) if !addr.ip().is_loopback() && admin.api_key.is_none() => {
-            problems.push(Problem::new(
-                "gateway.admin.api_key",
-                format!(
-                    "required: the admin API listens on {addr}, which is not a loopback address"
-                ),
-            ))
-        }
-        Ok(_) => {}
+    if let Err(e) = listen_addr(admin) {
+        problems.push(Problem::new("gateway.admin.listen", e));
     }
-    if admin
-        .api_key
-        .as_deref()
-        .is_some_and(|k| k.trim().is_empty())
-    {
-        problems.push(Problem::new("gateway.admin.api_key", "must not be empty"));
+    match admin.api_key.as_deref().map(str::trim) {
+        None => problems.push(Problem::new(
+            "gateway.admin.api_key",
+            format!(
+                "required: every admin request must carry it in X-API-KEY (at least \
+                 {MIN_API_KEY_LEN} characters; e.g. openssl rand -hex 16)"
+            ),
+        )),
+        Some(k) if k.chars().count() < MIN_API_KEY_LEN => problems.push(Problem::new(
+            "gateway.admin.api_key",
+            format!("too short: at least {MIN_API_KEY_LEN} characters (e.g. openssl rand -hex 16)"),
+        )),
+        Some(_) => {}
     }
     problems
 }
@@ -102,12 +105,6 @@ pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
 /// Errors: [`AdminStartError::Listen`] when the address does not parse.
 pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>, AdminStartError> {
     let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
-    if admin.api_key.is_none() {
-        warn!(
-            "the admin API on {addr} has no api_key: any local process can change the \
-             configuration (set gateway.admin.api_key)"
-        );
-    }
     let backend = match source {
         Source::File(reloader) => Backend::File(Arc::new(Api::new(reloader))),
         Source::Etcd(sync) => Backend::Etcd(Arc::new(EtcdApi::new(sync))),
@@ -313,20 +310,22 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_needs_a_key() {
-        assert!(check_static(&admin("127.0.0.1:9180", None)).is_empty());
-        assert!(check_static(&admin("9180", None)).is_empty());
-        assert!(check_static(&admin("[::1]:9180", None)).is_empty());
-        let p = check_static(&admin("0.0.0.0:9180", None));
-        assert_eq!(p[0].path, "gateway.admin.api_key");
-        assert!(check_static(&admin("0.0.0.0:9180", Some("k"))).is_empty());
+    fn a_long_enough_key_is_always_needed() {
+        let key = "edd1c9f034335f136f87ad84b625c8f1";
+        assert!(check_static(&admin("127.0.0.1:9180", Some(key))).is_empty());
+        assert!(check_static(&admin("0.0.0.0:9180", Some(key))).is_empty());
+        let short = [
+            ("127.0.0.1:9180", None),
+            ("9180", Some("short")),
+            ("[::1]:1", Some(" ")),
+        ];
+        for (listen, k) in short {
+            let p = check_static(&admin(listen, k));
+            assert_eq!(p[0].path, "gateway.admin.api_key", "{listen} {k:?}");
+        }
         assert_eq!(
-            check_static(&admin("nope", Some("k")))[0].path,
+            check_static(&admin("nope", Some(key)))[0].path,
             "gateway.admin.listen"
-        );
-        assert_eq!(
-            check_static(&admin("9180", Some(" ")))[0].path,
-            "gateway.admin.api_key"
         );
     }
 

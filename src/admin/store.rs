@@ -17,9 +17,12 @@ pub fn id_text(v: &Value) -> Option<String> {
 }
 
 /// Whether `id` is acceptable in a URL and a file: 1–64 characters of `[a-zA-Z0-9-_.]`
-/// (APISIX's `id_schema`).
+/// (APISIX's `id_schema`), but not `.` or `..`.
 pub fn valid_id(id: &str) -> bool {
+    // `.` and `..` would make odd URLs and etcd keys (`/apisix/routes/..`).
     (1..=64).contains(&id.len())
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -283,6 +286,7 @@ mod tests {
     fn ids() {
         assert!(valid_id("mtls-nginx") && valid_id("1") && valid_id("a.b_c"));
         assert!(!valid_id("") && !valid_id("a/b") && !valid_id(&"x".repeat(65)));
+        assert!(!valid_id(".") && !valid_id("..") && valid_id("..."));
         assert_eq!(id_text(&json!({"id": 7})).as_deref(), Some("7"));
     }
 }

@@ -84,6 +84,9 @@ pub struct Gateway {
     pub metrics_listen: Option<String>,
     /// The admin API (APISIX Admin API v3 style); `None` = no admin listener.
     pub admin: Option<Admin>,
+    /// Answer 400 to paths that some upstreams read differently than Pylon's normalization
+    /// (a backslash, double percent-encoding, `/..;/`): see `router::ambiguous_path`.
+    pub reject_ambiguous_paths: bool,
     /// Where routes, services, upstreams, ssls and CA certificates come from: the resources
     /// file (`yaml`, the default) or etcd (`etcd`, with `gateway.etcd`). APISIX's
     /// `deployment.config_provider`.
@@ -98,11 +101,10 @@ pub struct Gateway {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// `host:port`, or a bare port for loopback (`9180` = `127.0.0.1:9180`). A non-loopback
-    /// address needs `api_key`.
+    /// `host:port`, or a bare port for loopback (`9180` = `127.0.0.1:9180`).
     pub listen: String,
-    /// Value every request must carry in `X-API-KEY` (APISIX `admin_key`). Without it (on
-    /// loopback only) requests need no key.
+    /// Value every request must carry in `X-API-KEY` (APISIX `admin_key`); required, at least
+    /// 16 characters (`pylon check` refuses a missing or short one).
     pub api_key: Option<String>,
 }
 
@@ -124,6 +126,7 @@ impl Default for Gateway {
             upstream_keepalive_pool_size: 512,
             metrics_listen: None,
             admin: None,
+            reject_ambiguous_paths: true,
             config_provider: ConfigProvider::Yaml,
             etcd: None,
             data_encryption: DataEncryption::default(),

@@ -53,12 +53,13 @@ impl Reloader {
         &self.resources_path
     }
 
-    /// The bytes of the resources file the running version was built from.
-    pub fn running_text(&self) -> Vec<u8> {
-        self.state
-            .lock()
-            .map(|s| s.text.clone())
-            .unwrap_or_default()
+    /// The running version and the bytes it was built from, unless the running version is
+    /// `known` (then `None`, and nothing is copied). Both are read under the reload lock, so
+    /// they belong together.
+    pub fn running_if_newer(&self, known: u64) -> Option<(u64, Vec<u8>)> {
+        let st = self.state.lock().ok()?;
+        let version = self.version();
+        (version != known).then(|| (version, st.text.clone()))
     }
 
     /// Takes the reload lock and makes sure the running version is the file's current

@@ -146,6 +146,7 @@ fn static_changes(a: &StaticFile, b: &StaticFile) -> Vec<&'static str> {
         upstream_keepalive_pool_size,
         metrics_listen,
         admin,
+        reject_ambiguous_paths,
         config_provider,
         etcd,
         data_encryption
