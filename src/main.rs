@@ -338,7 +338,12 @@ fn init_logging(error_log: Option<&str>) -> anyhow::Result<()> {
             .with_context(|| format!("gateway.error_log: cannot open {path}"))?;
         builder.target(env_logger::Target::Pipe(Box::new(file)));
     }
-    builder.init();
+    // Repeated lines from Pingora (junk handshakes, malformed requests) are bounded.
+    let logger = builder.build();
+    let level = logger.filter();
+    log::set_boxed_logger(Box::new(pylon::ops::log_limit::Limited::new(logger)))
+        .context("cannot install the logger")?;
+    log::set_max_level(level);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod drain;
 pub mod etcd_sync;
 pub mod hold;
+pub mod log_limit;
 pub mod metrics;
 pub mod publish;
 pub mod reload;
