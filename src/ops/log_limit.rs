@@ -25,10 +25,14 @@ struct Counter {
     dropped: u64,
 }
 
+/// Lines per target and level in the current window.
+type Counters = HashMap<(String, Level), Counter>;
+
 /// The limiting logger around `inner`.
 pub struct Limited<L> {
     inner: L,
-    state: Mutex<(Instant, HashMap<(String, Level), Counter>)>,
+    /// The window's start and its counters.
+    state: Mutex<(Instant, Counters)>,
 }
 
 impl<L: Log> Limited<L> {
