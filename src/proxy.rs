@@ -305,6 +305,11 @@ impl ProxyHttp for Gateway {
         let (Some(route), Some(i)) = (&ctx.route, ctx.node) else {
             return Ok(());
         };
+        if !route.websocket && upstream_request.headers.contains_key(http::header::UPGRADE) {
+            // APISIX passes Upgrade only with enable_websocket: true.
+            upstream_request.remove_header(&http::header::UPGRADE);
+            upstream_request.insert_header(http::header::CONNECTION, "keep-alive")?;
+        }
         match &route.upstream.pass_host {
             // HTTP/1.0 may come without Host; the upstream still gets one.
             PassHost::Pass if upstream_request.headers.get(http::header::HOST).is_none() => {

@@ -16,6 +16,10 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// The route's own `timeout`, replacing the upstream's when set.
     pub timeouts: Option<Timeouts>,
+    /// `enable_websocket` (the route's, else its service's; default false): whether an
+    /// `Upgrade` request is passed on. Without it the upgrade headers are dropped, as in
+    /// APISIX, and the upstream answers an ordinary request.
+    pub websocket: bool,
     /// Its Prometheus handles, filled on first use.
     pub metrics: crate::ops::metrics::RouteHandles,
 }

@@ -235,6 +235,13 @@ fn websocket_upgrades_pass_through_plain_and_mtls_upstreams() {
       nodes: {{"127.0.0.1:{plain}": 1}}
   - id: wss
     uri: /wss
+    service_id: ws-service
+  - id: no-ws
+    uri: /no-ws
+    upstream:
+      nodes: {{"127.0.0.1:{plain}": 1}}
+services:
+  - id: ws-service
     enable_websocket: true
     upstream_id: mtls
 upstreams:
@@ -253,5 +260,21 @@ upstreams:
     );
     let gw = Pylon::start(dir.path(), "", &resources);
     assert_eq!(ws_round_trip(gw.port, "/ws"), ["m0", "m1", "m2"]);
+    // enable_websocket from the route's service.
     assert_eq!(ws_round_trip(gw.port, "/wss"), ["m0", "m1", "m2"]);
+    // Without enable_websocket the upgrade headers are dropped, as in APISIX: no 101.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{}/no-ws", gw.port);
+    let refused = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .unwrap()
+    });
+    assert!(refused.is_err(), "upgraded without enable_websocket");
 }

@@ -344,7 +344,8 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
         let hosts = host_patterns(&mut cx, &format!("{path}.hosts"), s.hosts.iter().flatten());
         let declared = s.upstream_id.is_some() || s.upstream.is_some();
         if let Some(id) = &s.id {
-            services.insert(id.to_string(), (upstream, declared, hosts));
+            let parts = (upstream, declared, hosts, s.enable_websocket);
+            services.insert(id.to_string(), parts);
         }
     }
     let mut router = RouterBuilder::default();
@@ -521,8 +522,8 @@ fn host_patterns<'a>(
 }
 
 /// A compiled service: its upstream (`None` if it declares none or that one failed), whether
-/// it declares one, and its hosts.
-type ServiceParts = (Option<Arc<Upstream>>, bool, Vec<HostPattern>);
+/// it declares one, its hosts, and its `enable_websocket`.
+type ServiceParts = (Option<Arc<Upstream>>, bool, Vec<HostPattern>, Option<bool>);
 
 /// Named upstreams by id; `None` for one that failed to compile (reported at its path).
 type Upstreams = HashMap<String, Option<Arc<Upstream>>>;
@@ -591,11 +592,13 @@ fn compile_route(
 
     let mut service_upstream = None;
     let mut service_declares = false;
+    let mut service_websocket = None;
     if let Some(sid) = &r.service_id {
         match services.get(&sid.to_string()) {
-            Some((up, declared, service_hosts)) => {
+            Some((up, declared, service_hosts, websocket)) => {
                 service_upstream = up.clone();
                 service_declares = *declared;
+                service_websocket = *websocket;
                 if hosts.is_empty() {
                     hosts = service_hosts.clone();
                 }
@@ -640,6 +643,7 @@ fn compile_route(
             .map_or_else(|| path.to_string(), Id::to_string),
         upstream: upstream?,
         timeouts: route_timeouts,
+        websocket: r.enable_websocket.or(service_websocket).unwrap_or(false),
         metrics: Default::default(),
     };
     Some((paths, matcher, route))
