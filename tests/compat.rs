@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 use tokio_tungstenite::tungstenite::Message;
 
 use common::ops::*;
@@ -138,16 +137,7 @@ fn referenced_objects_still_need_ids() {
 /// from `pki`'s CA. Returns (runtime, port).
 fn ws_echo(pki: Option<&Pki>) -> (tokio::runtime::Runtime, u16) {
     let (rt, listener, port) = loopback_listener();
-    let acceptor = pki.map(|pki| {
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-        b.set_certificate_chain_file(pki.dir.join("server.crt"))
-            .unwrap();
-        b.set_private_key_file(pki.dir.join("server.key"), SslFiletype::PEM)
-            .unwrap();
-        b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
-        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        Arc::new(b.build())
-    });
+    let acceptor = pki.map(|pki| Arc::new(server_acceptor(pki, true)));
     rt.spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {

