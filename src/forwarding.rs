@@ -33,35 +33,27 @@ pub fn refuse_reason(req: &pingora_http::RequestHeader) -> Option<(u16, &'static
     if hosts == 0 && req.uri.authority().is_none() && req.version == http::Version::HTTP_11 {
         return Some((400, "HTTP/1.1 request without Host"));
     }
-    let lengths: Vec<&[u8]> = req
-        .headers
-        .get_all(CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if lengths.len() > 1
-        || lengths
-            .iter()
-            .any(|v| v.is_empty() || !v.iter().all(u8::is_ascii_digit))
-    {
-        return Some((
-            400,
-            "more than one Content-Length, or one that is not a number",
-        ));
+    // No allocation: this runs on every request.
+    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let number = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+        if lengths.next().is_some() || !number(first.as_bytes()) {
+            return Some((
+                400,
+                "more than one Content-Length, or one that is not a number",
+            ));
+        }
     }
-    let codings: Vec<&[u8]> = req
-        .headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if !codings.is_empty() {
-        if !lengths.is_empty() {
+    let mut codings = req.headers.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if req.headers.contains_key(CONTENT_LENGTH) {
             return Some((400, "both Content-Length and Transfer-Encoding"));
         }
-        let chunked_only =
-            codings.len() == 1 && codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
-        if !chunked_only {
+        let chunked = first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if !chunked || codings.next().is_some() {
             return Some((501, "a Transfer-Encoding other than chunked"));
         }
     }
