@@ -10,7 +10,8 @@
 //!
 //! Sizes can be changed for a quick try or a diagnosis: `ETCD_BENCH_ROUTES` (10000),
 //! `ETCD_BENCH_CHANGES` (100), `ETCD_BENCH_BURST` (1000), `ETCD_BENCH_ROUNDS` (3),
-//! `ETCD_BENCH_STARTS` (5), `ETCD_BENCH_GATEWAYS` (3); `ETCD_BENCH_SNAPSHOT=off` sets
+//! `ETCD_BENCH_STARTS` (5), `ETCD_BENCH_GATEWAYS` (3), `ETCD_BENCH_B2B` (50 back-to-back
+//! changes), `ETCD_BENCH_GAP_MS` (500, pause before each isolated change); `ETCD_BENCH_SNAPSHOT=off` sets
 //! `gateway.etcd.snapshot: ~` (no local snapshot written after each change).
 
 #[path = "../tests/common/mod.rs"]
@@ -34,6 +35,11 @@ use serde_json::{json, Value};
 const CONVERGE_LIMIT: Duration = Duration::from_secs(10);
 /// Pause between polls of a gateway.
 const POLL_EVERY: Duration = Duration::from_millis(1);
+/// Pause before each isolated change (every gateway idle again: the previous change's
+/// rebuild and snapshot done).
+const ISOLATED_GAP: Duration = Duration::from_millis(500);
+/// Pause before each back-to-back change.
+const B2B_GAP: Duration = Duration::from_millis(20);
 /// Writes per key in a burst (the key's last write must be what serves).
 const WRITES_PER_KEY: usize = 4;
 /// wrk's window, before and during the burst.
@@ -57,6 +63,10 @@ struct Sizes {
     etcd_extra: &'static str,
     routes: usize,
     changes: usize,
+    /// Back-to-back changes.
+    b2b: usize,
+    /// Pause before each isolated change.
+    gap: Duration,
     burst: usize,
     rounds: usize,
     starts: usize,
@@ -79,6 +89,10 @@ fn main() -> ExitCode {
         },
         routes: env_size("ETCD_BENCH_ROUTES", 10_000).max(3),
         changes: env_size("ETCD_BENCH_CHANGES", 100).max(1),
+        b2b: env_size("ETCD_BENCH_B2B", 50),
+        gap: Duration::from_millis(
+            env_size("ETCD_BENCH_GAP_MS", ISOLATED_GAP.as_millis() as usize) as u64,
+        ),
         burst: env_size("ETCD_BENCH_BURST", 1_000).max(WRITES_PER_KEY),
         rounds: env_size("ETCD_BENCH_ROUNDS", 3).max(1),
         starts: env_size("ETCD_BENCH_STARTS", 5).max(gateways),
@@ -457,15 +471,105 @@ fn wrk_wait(child: Child) -> anyhow::Result<Wrk> {
 // ---------------------------------------------------------------------------------------
 
 struct Propagation {
+    /// Pause between one change served everywhere and the next write.
+    gap: Duration,
     /// Per change: the slowest gateway's time from just before the put to its first 200.
     max_over_gws: Vec<f64>,
     /// Per change and gateway.
     per_gw: Vec<Vec<f64>>,
+    /// `max_over_gws` of the new routes and of the changed ones.
+    new: Vec<f64>,
+    changed: Vec<f64>,
     /// Per change: put sent to put acknowledged (etcd's commit, fsync included).
     ack: Vec<f64>,
     /// Logged batch apply times (every gateway).
     batches: Vec<f64>,
     not_converged: usize,
+}
+
+/// Writes changes `which` one at a time, each `gap` after the previous one was served by
+/// every gateway, and times each from just before its put to its first 200 on each gateway.
+/// Even changes add a route (`/new/<c>`), odd ones move an existing exact route
+/// (`/changed/<c>`).
+fn propagation(
+    rt: &tokio::runtime::Runtime,
+    client: &mut Client,
+    gws: &[Gw],
+    routes: usize,
+    which: std::ops::Range<usize>,
+    gap: Duration,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<Propagation> {
+    let log_from: Vec<usize> = gws.iter().map(|g| g.log().len()).collect();
+    let mut prop = Propagation {
+        gap,
+        max_over_gws: Vec::new(),
+        per_gw: Vec::new(),
+        new: Vec::new(),
+        changed: Vec::new(),
+        ack: Vec::new(),
+        batches: Vec::new(),
+        not_converged: 0,
+    };
+    for c in which {
+        std::thread::sleep(gap);
+        let (key, value, path) = if c % 2 == 0 {
+            let path = format!("/new/{c}");
+            let v = json!({"uri": path, "name": format!("new-{c}"), "upstream_id": "u1"});
+            (route_key(&format!("p{c}")), v, path)
+        } else {
+            // An existing exact route moved to another path.
+            let k = (c * 3) % routes;
+            let k = k - k % 3;
+            let path = format!("/changed/{c}");
+            let mut v = route_value(k);
+            v["uri"] = json!(path);
+            (route_key(&format!("r{k}")), v, path)
+        };
+        let t0 = Instant::now();
+        let (times, ack) = std::thread::scope(|s| {
+            let path = path.as_str();
+            let pollers: Vec<_> = gws
+                .iter()
+                .map(|g| s.spawn(move || poll_until(g.port, path, 200, t0, CONVERGE_LIMIT)))
+                .collect();
+            let put = rt.block_on(client.put(key.as_str(), value.to_string(), None));
+            let ack = t0.elapsed();
+            let times: Vec<Option<Duration>> = pollers
+                .into_iter()
+                .map(|h| h.join().unwrap_or(None))
+                .collect();
+            (times, put.map(|_| ack))
+        });
+        prop.ack.push(ms(ack?));
+        if times.iter().any(Option::is_none) {
+            prop.not_converged += 1;
+            failures.push(format!(
+                "propagation: change {c} ({key} -> {path}) not served by every gateway within \
+                 {CONVERGE_LIMIT:?}: {times:?}"
+            ));
+            continue;
+        }
+        let per: Vec<f64> = times.iter().flatten().map(|d| ms(*d)).collect();
+        let slowest = per.iter().copied().fold(0.0, f64::max);
+        prop.max_over_gws.push(slowest);
+        if c % 2 == 0 {
+            prop.new.push(slowest);
+        } else {
+            prop.changed.push(slowest);
+        }
+        prop.per_gw.push(per);
+    }
+    for (g, from) in gws.iter().zip(&log_from) {
+        prop.batches.extend(batch_times(&g.log(), *from));
+    }
+    eprintln!(
+        "propagation ({gap:?} apart): p50 {:.1} ms, p99 {:.1} ms over {} changes",
+        median(&prop.max_over_gws),
+        pct(&prop.max_over_gws, 99.0),
+        prop.max_over_gws.len()
+    );
+    Ok(prop)
 }
 
 struct Start {
@@ -576,68 +680,26 @@ fn run(sizes: &Sizes) -> anyhow::Result<Report> {
         bail!("a gateway exited: {:?}", failures);
     }
 
-    // 2. Propagation: one change at a time, every gateway polled from just before the put.
-    let log_from: Vec<usize> = gws.iter().map(|g| g.log().len()).collect();
-    let mut prop = Propagation {
-        max_over_gws: Vec::new(),
-        per_gw: Vec::new(),
-        ack: Vec::new(),
-        batches: Vec::new(),
-        not_converged: 0,
-    };
-    for c in 0..sizes.changes {
-        let (key, value, path) = if c % 2 == 0 {
-            let path = format!("/new/{c}");
-            let v = json!({"uri": path, "name": format!("new-{c}"), "upstream_id": "u1"});
-            (route_key(&format!("p{c}")), v, path)
-        } else {
-            // An existing exact route moved to another path.
-            let k = (c * 3) % sizes.routes;
-            let k = k - k % 3;
-            let path = format!("/changed/{c}");
-            let mut v = route_value(k);
-            v["uri"] = json!(path);
-            (route_key(&format!("r{k}")), v, path)
-        };
-        let t0 = Instant::now();
-        let (times, ack) = std::thread::scope(|s| {
-            let path = path.as_str();
-            let pollers: Vec<_> = gws
-                .iter()
-                .map(|g| s.spawn(move || poll_until(g.port, path, 200, t0, CONVERGE_LIMIT)))
-                .collect();
-            let put = rt.block_on(client.put(key.as_str(), value.to_string(), None));
-            let ack = t0.elapsed();
-            let times: Vec<Option<Duration>> = pollers
-                .into_iter()
-                .map(|h| h.join().unwrap_or(None))
-                .collect();
-            (times, put.map(|_| ack))
-        });
-        prop.ack.push(ms(ack?));
-        if times.iter().any(Option::is_none) {
-            prop.not_converged += 1;
-            failures.push(format!(
-                "propagation: change {c} ({key} -> {path}) not served by every gateway within \
-                 {CONVERGE_LIMIT:?}: {times:?}"
-            ));
-            continue;
-        }
-        let per: Vec<f64> = times.iter().flatten().map(|d| ms(*d)).collect();
-        prop.max_over_gws
-            .push(per.iter().copied().fold(0.0, f64::max));
-        prop.per_gw.push(per);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for (g, from) in gws.iter().zip(&log_from) {
-        prop.batches.extend(batch_times(&g.log(), *from));
-    }
-    eprintln!(
-        "propagation: p50 {:.1} ms, p99 {:.1} ms over {} changes",
-        median(&prop.max_over_gws),
-        pct(&prop.max_over_gws, 99.0),
-        prop.max_over_gws.len()
-    );
+    // 2. Propagation: one change at a time, every gateway polled from just before the put;
+    // isolated changes (the goal), then back-to-back ones.
+    let prop = propagation(
+        &rt,
+        &mut client,
+        &gws,
+        sizes.routes,
+        0..sizes.changes,
+        sizes.gap,
+        &mut failures,
+    )?;
+    let b2b = propagation(
+        &rt,
+        &mut client,
+        &gws,
+        sizes.routes,
+        sizes.changes..sizes.changes + sizes.b2b,
+        B2B_GAP,
+        &mut failures,
+    )?;
 
     // 3. Burst under load on gateway 0's existing route.
     let wrk_path = exact_path(0);
@@ -734,7 +796,7 @@ fn run(sizes: &Sizes) -> anyhow::Result<Report> {
     drop(gws);
     drop(etcd);
     let writer = [idle_as_dialed, idle_nodelay];
-    let table = render(sizes, &writer, &starts, &prop, &bursts);
+    let table = render(sizes, &writer, &starts, [&prop, &b2b], &bursts);
     Ok(Report { table, failures })
 }
 
@@ -761,10 +823,11 @@ fn render(
     sizes: &Sizes,
     writer: &[Vec<f64>; 2],
     starts: &[Start],
-    prop: &Propagation,
+    props: [&Propagation; 2],
     bursts: &[BurstRound],
 ) -> String {
     let mut out = String::new();
+    let [prop, b2b] = props;
     let p50 = median(&prop.max_over_gws);
     let p99 = pct(&prop.max_over_gws, 99.0);
     let first: Vec<f64> = starts.iter().filter_map(|s| s.first_200).collect();
@@ -796,9 +859,10 @@ fn render(
     ));
     out.push_str("| measurement | goal | result | met? |\n|---|---|---|---|\n");
     out.push_str(&format!(
-        "| propagation, etcd put → 200 on every gateway ({} changes, max over {} \
+        "| propagation, etcd put → 200 on every gateway ({} changes {:?} apart, max over {} \
          gateways) | p99 < 100 ms | p50 {p50:.1}, p99 {p99:.1}, max {:.1}{} | {} |\n",
         prop.max_over_gws.len(),
+        prop.gap,
         sizes.gateways,
         pct(&prop.max_over_gws, 100.0),
         if prop.not_converged > 0 {
@@ -808,6 +872,22 @@ fn render(
         },
         yes_no(prop.not_converged == 0 && p99 < 100.0)
     ));
+    if !b2b.max_over_gws.is_empty() || b2b.not_converged > 0 {
+        out.push_str(&format!(
+            "| propagation, back-to-back ({} changes, each written {:?} after the previous one \
+             was served everywhere) | (not a goal) | p50 {:.1}, p99 {:.1}, max {:.1}{} | — |\n",
+            b2b.max_over_gws.len(),
+            b2b.gap,
+            median(&b2b.max_over_gws),
+            pct(&b2b.max_over_gws, 99.0),
+            pct(&b2b.max_over_gws, 100.0),
+            if b2b.not_converged > 0 {
+                format!("; {} changes never converged", b2b.not_converged)
+            } else {
+                String::new()
+            },
+        ));
+    }
     out.push_str(&format!(
         "| initial load, `pylon run` → first 200 ({} starts) | < 1000 ms | median {:.0}, \
          worst {worst_start:.0} (listening: median {:.0}) | {} |\n",
@@ -838,39 +918,38 @@ fn render(
         yes_no(final_ok)
     ));
 
-    out.push_str(
-        "\nPropagation detail (ms):\n\n| figure | p50 | p99 | max |\n|---|---:|---:|---:|\n",
-    );
-    let row = |name: &str, v: &[f64]| {
+    out.push_str(&format!(
+        "\nPropagation detail (ms; isolated = {:?} apart, back-to-back = {:?} apart):\n\n\
+         | figure | isolated p50 | p99 | max | back-to-back p50 | p99 | max |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        prop.gap, b2b.gap
+    ));
+    let stats = |v: &[f64]| {
         format!(
-            "| {name} | {:.1} | {:.1} | {:.1} |\n",
+            "{:.1} | {:.1} | {:.1}",
             median(v),
             pct(v, 99.0),
             pct(v, 100.0)
         )
     };
-    out.push_str(&row("slowest gateway (the figure)", &prop.max_over_gws));
-    let fastest: Vec<f64> = prop
-        .per_gw
-        .iter()
-        .map(|v| v.iter().copied().fold(f64::INFINITY, f64::min))
-        .collect();
-    out.push_str(&row("fastest gateway", &fastest));
-    let new: Vec<f64> = prop.max_over_gws.iter().step_by(2).copied().collect();
-    let changed: Vec<f64> = prop
-        .max_over_gws
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .copied()
-        .collect();
-    out.push_str(&row("new routes only", &new));
-    out.push_str(&row("changed routes only", &changed));
-    out.push_str(&row("etcd put acknowledged", &prop.ack));
-    out.push_str(&row(
-        "gateway batch apply, logged (first event → swap, 10 ms quiet wait included)",
-        &prop.batches,
-    ));
+    let rows: [(&str, Figure); 6] = [
+        ("slowest gateway (the figure)", |p| p.max_over_gws.clone()),
+        ("fastest gateway", fastest_of),
+        ("new routes only", |p| p.new.clone()),
+        ("changed routes only", |p| p.changed.clone()),
+        ("etcd put acknowledged", |p| p.ack.clone()),
+        (
+            "gateway batch apply, logged (first event → swap, 10 ms quiet wait included)",
+            |p| p.batches.clone(),
+        ),
+    ];
+    for (name, get) in rows {
+        out.push_str(&format!(
+            "| {name} | {} | {} |\n",
+            stats(&get(prop)),
+            stats(&get(b2b))
+        ));
+    }
 
     out.push_str(&format!(
         "\nThe bench's etcd writer, 20 sequential puts, nothing else running (ms): as \
@@ -923,6 +1002,17 @@ fn render(
         ));
     }
     out
+}
+
+/// One figure of a propagation run.
+type Figure = fn(&Propagation) -> Vec<f64>;
+
+/// Per change, the fastest gateway's time.
+fn fastest_of(p: &Propagation) -> Vec<f64> {
+    p.per_gw
+        .iter()
+        .map(|v| v.iter().copied().fold(f64::INFINITY, f64::min))
+        .collect()
 }
 
 fn keys_writes(sizes: &Sizes) -> String {
