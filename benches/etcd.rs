@@ -383,6 +383,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `123 ms`, or `never`.
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("never".to_string(), |v| format!("{v:.0} ms"))
+}
+
 /// Nearest-rank percentile of `v` (sorted inside); 0 when empty.
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -667,7 +672,11 @@ fn run(sizes: &Sizes) -> anyhow::Result<Report> {
                 gw.log()
             ));
         }
-        eprintln!("start {i}: listening {listening:?} ms, first 200 {first_200:?} ms");
+        eprintln!(
+            "start {i}: listening after {}, first 200 after {}",
+            opt_ms(listening),
+            opt_ms(first_200)
+        );
         starts.push(Start {
             listening,
             first_200,
@@ -773,10 +782,11 @@ fn run(sizes: &Sizes) -> anyhow::Result<Report> {
             batches.push(b.len());
         }
         eprintln!(
-            "burst {round}: p99 {:.2} -> {:.2} ms, writes {:.0} ms, converged {converge_ms:?} ms",
+            "burst {round}: p99 {:.2} -> {:.2} ms, writes {:.0} ms, converged after {}",
             before.p99_ms,
             during.p99_ms,
-            ms(written)
+            ms(written),
+            opt_ms(converge_ms)
         );
         bursts.push(BurstRound {
             before,
