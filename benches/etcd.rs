@@ -11,8 +11,9 @@
 //! Sizes can be changed for a quick try or a diagnosis: `ETCD_BENCH_ROUTES` (10000),
 //! `ETCD_BENCH_CHANGES` (100), `ETCD_BENCH_BURST` (1000), `ETCD_BENCH_ROUNDS` (3),
 //! `ETCD_BENCH_STARTS` (5), `ETCD_BENCH_GATEWAYS` (3), `ETCD_BENCH_B2B` (50 back-to-back
-//! changes), `ETCD_BENCH_GAP_MS` (500, pause before each isolated change); `ETCD_BENCH_SNAPSHOT=off` sets
-//! `gateway.etcd.snapshot: ~` (no local snapshot written after each change).
+//! changes), `ETCD_BENCH_GAP_MS` (500, pause before each isolated change);
+//! `ETCD_BENCH_SNAPSHOT=off` sets `gateway.etcd.snapshot: ~` (no local snapshot written after
+//! each change).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
