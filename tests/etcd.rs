@@ -263,7 +263,8 @@ fn start_from_the_snapshot_when_etcd_is_down() {
     let gw = EtcdGateway::start(dir.path(), "a", &etcd.endpoint(), "");
     assert!(all_answer(&[&gw], "/hello", 200, WAIT));
     let snapshot = dir.path().join("a/etcd-snapshot.json");
-    assert!(snapshot.exists());
+    // Written once changes stop for a second.
+    assert!(wait_until(WAIT, || snapshot.exists()));
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the snapshot may hold keys");

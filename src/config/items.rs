@@ -28,12 +28,61 @@ use super::Problem;
 /// An item's identity: its kind and id.
 pub type Key = (Kind, String);
 
+/// A value parsed into the model, kept beside it so a rebuild does not parse it again
+/// (`None`: not parsed yet).
+type Parsed = Option<Result<Typed, Problem>>;
+
 #[derive(Debug, Clone)]
 struct Entry {
     /// The newest value the source holds.
     value: Value,
-    /// The value serving now, or last applied (`None`: never applied).
-    good: Option<Value>,
+    /// `value` parsed.
+    parsed: Parsed,
+    /// What serves now (or was last applied).
+    good: Good,
+}
+
+/// The applied value of an item.
+#[derive(Debug, Clone)]
+enum Good {
+    /// Never applied.
+    Never,
+    /// The newest value.
+    Same,
+    /// An older value (the newest one did not apply, or has not been built yet), parsed.
+    Older(Box<(Value, Parsed)>),
+}
+
+impl Entry {
+    fn new(value: Value, good: Good) -> Entry {
+        Entry {
+            value,
+            parsed: None,
+            good,
+        }
+    }
+
+    /// Replaces the newest value; returns false when it is the same. The applied value is
+    /// kept (moved, not copied) for fallback.
+    fn replace(&mut self, value: Value) -> bool {
+        if self.value == value {
+            return false;
+        }
+        let old = std::mem::replace(&mut self.value, value);
+        let parsed = self.parsed.take();
+        if matches!(self.good, Good::Same) {
+            self.good = Good::Older(Box::new((old, parsed)));
+        }
+        true
+    }
+
+    fn applied(&self) -> Option<&Value> {
+        match &self.good {
+            Good::Never => None,
+            Good::Same => Some(&self.value),
+            Good::Older(older) => Some(&older.0),
+        }
+    }
 }
 
 /// An item that could not be applied as the source holds it.
@@ -68,7 +117,7 @@ pub struct Items {
 }
 
 /// One object parsed into the model.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum Typed {
     Route(model::Route),
     Service(model::Service),
@@ -136,13 +185,7 @@ impl Items {
     pub fn applied(values: impl IntoIterator<Item = (Kind, String, Value)>) -> Items {
         let entries = values
             .into_iter()
-            .map(|(k, id, v)| {
-                let e = Entry {
-                    good: Some(v.clone()),
-                    value: v,
-                };
-                ((k, id), e)
-            })
+            .map(|(k, id, v)| ((k, id), Entry::new(v, Good::Same)))
             .collect();
         Items { entries }
     }
@@ -150,13 +193,9 @@ impl Items {
     /// Sets the newest value of an item. Returns false when it was already that value.
     pub fn set(&mut self, kind: Kind, id: &str, value: Value) -> bool {
         match self.entries.get_mut(&(kind, id.to_string())) {
-            Some(e) if e.value == value => false,
-            Some(e) => {
-                e.value = value;
-                true
-            }
+            Some(e) => e.replace(value),
             None => {
-                let e = Entry { value, good: None };
+                let e = Entry::new(value, Good::Never);
                 self.entries.insert((kind, id.to_string()), e);
                 true
             }
@@ -169,22 +208,26 @@ impl Items {
     }
 
     /// Replaces every item with `all` (a full read of the source): items absent from it are
-    /// removed; those present keep their applied value for fallback. Returns whether
-    /// anything changed.
+    /// removed; those present keep their applied value for fallback (and, when unchanged,
+    /// their parsed form). Returns whether anything changed.
     pub fn resync(&mut self, all: impl IntoIterator<Item = (Kind, String, Value)>) -> bool {
         let mut next: BTreeMap<Key, Entry> = BTreeMap::new();
+        let mut changed = false;
         for (kind, id, value) in all {
-            let good = self
-                .entries
-                .get(&(kind, id.clone()))
-                .and_then(|e| e.good.clone());
-            next.insert((kind, id), Entry { value, good });
+            let key = (kind, id);
+            let entry = match self.entries.remove(&key) {
+                Some(mut e) => {
+                    changed |= e.replace(value);
+                    e
+                }
+                None => {
+                    changed = true;
+                    Entry::new(value, Good::Never)
+                }
+            };
+            next.insert(key, entry);
         }
-        let changed = next.len() != self.entries.len()
-            || next
-                .iter()
-                .zip(&self.entries)
-                .any(|((k1, a), (k2, b))| k1 != k2 || a.value != b.value);
+        changed |= !self.entries.is_empty();
         self.entries = next;
         changed
     }
@@ -215,48 +258,49 @@ impl Items {
     pub fn applied_values(&self) -> impl Iterator<Item = (Kind, &str, &Value)> {
         self.entries
             .iter()
-            .filter_map(|((k, id), e)| e.good.as_ref().map(|g| (*k, id.as_str(), g)))
+            .filter_map(|((k, id), e)| e.applied().map(|g| (*k, id.as_str(), g)))
     }
 
     /// Compiles every item; see the module documentation. `base` resolves relative
-    /// certificate paths; `prepare` runs on each value before it is read.
+    /// certificate paths; `prepare` runs on each value before it is read. Each value is
+    /// parsed once and kept parsed until it changes.
     ///
     /// Errors: problems that belong to no item (not expected), in which case nothing
     /// changes.
     pub fn build(&mut self, base: &Path, prepare: Prepare) -> Result<Built, Vec<Problem>> {
-        let keys: Vec<Key> = self.entries.keys().cloned().collect();
-        let n = keys.len();
+        let mut list: Vec<(&Key, &mut Entry)> = self.entries.iter_mut().collect();
+        let n = list.len();
         let mut uses = vec![Use::New; n];
         let mut why: Vec<Vec<Problem>> = vec![Vec::new(); n];
-        // Parsed values, by use, so a retry does not parse again.
-        let mut cache: Vec<[Option<Result<Typed, Problem>>; 2]> = vec![[None, None]; n];
         let opts = Options {
             missing_upstream_answers_503: true,
         };
-        let entries: Vec<&Entry> = keys.iter().map(|k| &self.entries[k]).collect();
-        let demote = |i: usize, uses: &mut Vec<Use>| {
-            let e = entries[i];
-            uses[i] = match uses[i] {
-                Use::New if e.good.as_ref().is_some_and(|g| *g != e.value) => Use::Old,
-                _ => Use::Out,
-            };
+        let demote = |e: &Entry, u: Use| match u {
+            Use::New if matches!(e.good, Good::Older(..)) => Use::Old,
+            _ => Use::Out,
         };
         let compiled = loop {
             let mut res = Resources::default();
             let mut index: [Vec<usize>; 5] = Default::default();
             let mut refused = false;
-            for i in 0..n {
-                let slot = match uses[i] {
-                    Use::New => 0,
-                    Use::Old => 1,
-                    Use::Out => continue,
+            for (i, (key, e)) in list.iter_mut().enumerate() {
+                let (kind, id) = (key.0, key.1.as_str());
+                let parsed = match (uses[i], &mut **e) {
+                    (Use::New, Entry { value, parsed, .. }) => {
+                        parsed.get_or_insert_with(|| parse(kind, id, value, prepare))
+                    }
+                    (
+                        Use::Old,
+                        Entry {
+                            good: Good::Older(older),
+                            ..
+                        },
+                    ) => {
+                        let (v, p) = &mut **older;
+                        p.get_or_insert_with(|| parse(kind, id, v, prepare))
+                    }
+                    _ => continue,
                 };
-                let (kind, id) = &keys[i];
-                let value = match uses[i] {
-                    Use::Old => entries[i].good.as_ref().unwrap_or(&entries[i].value),
-                    _ => &entries[i].value,
-                };
-                let parsed = cache[i][slot].get_or_insert_with(|| parse(*kind, id, value, prepare));
                 match parsed {
                     Ok(t) => {
                         index[kind.index()].push(i);
@@ -272,7 +316,7 @@ impl Items {
                         if why[i].is_empty() {
                             why[i].push(p.clone());
                         }
-                        demote(i, &mut uses);
+                        uses[i] = demote(e, uses[i]);
                         refused = true;
                     }
                 }
@@ -287,7 +331,7 @@ impl Items {
                         if let Some((kind, idx, rest)) = split_path(&w.path) {
                             if let Some(&i) = index[kind.index()].get(idx) {
                                 let sep = if rest.is_empty() { "" } else { "." };
-                                w.path = format!("{}/{}{sep}{rest}", kind.segment(), keys[i].1);
+                                w.path = format!("{}/{}{sep}{rest}", kind.segment(), list[i].0 .1);
                             }
                         }
                     }
@@ -311,21 +355,18 @@ impl Items {
                         }
                     }
                     for i in bad {
-                        demote(i, &mut uses);
+                        uses[i] = demote(list[i].1, uses[i]);
                     }
                 }
             }
         };
         let mut skipped = Vec::new();
-        for (i, (kind, id)) in keys.into_iter().enumerate() {
-            let Some(e) = self.entries.get_mut(&(kind, id.clone())) else {
-                continue;
-            };
+        for (i, (key, e)) in list.into_iter().enumerate() {
             match uses[i] {
-                Use::New => e.good = Some(e.value.clone()),
+                Use::New => e.good = Good::Same,
                 u => skipped.push(Skipped {
-                    kind,
-                    id,
+                    kind: key.0,
+                    id: key.1.clone(),
                     problems: std::mem::take(&mut why[i]),
                     serving_previous: u == Use::Old,
                 }),

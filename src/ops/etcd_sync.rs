@@ -14,8 +14,11 @@
 //! - **Resync**: every (re)connection reads the whole prefix again and replaces every item
 //!   (deletions made meanwhile included). A watch cancelled because its revision was compacted
 //!   and a revision going backwards (etcd wiped or restored) cause the same.
-//! - **Snapshot**: after each applied change, the applied items are written atomically (mode
-//!   0600) to `gateway.etcd.snapshot`; a start while etcd does not answer serves from it.
+//! - **Snapshot**: the applied items are written atomically (mode 0600) to
+//!   `gateway.etcd.snapshot` once changes stop for [`SNAPSHOT_QUIET`] (at the latest
+//!   [`SNAPSHOT_MAX_DELAY`] after the first unsaved one, and at once when etcd is lost), off
+//!   the path from a change to its first request; a start while etcd does not answer serves
+//!   from it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -42,6 +45,11 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest reconnection delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The snapshot is written once no change arrived for this long …
+pub const SNAPSHOT_QUIET: Duration = Duration::from_secs(1);
+/// … or this long after the first change it does not hold yet, whatever happens.
+pub const SNAPSHOT_MAX_DELAY: Duration = Duration::from_secs(10);
+
 /// Format marker of the snapshot file.
 const SNAPSHOT_FORMAT: &str = "pylon-etcd-snapshot/1";
 
@@ -54,6 +62,22 @@ struct State {
     logged: HashMap<Key, Value>,
     /// Segments under the prefix that were logged as not served.
     ignored: BTreeSet<String>,
+    /// Since when the snapshot lacks applied changes, and when the last one came.
+    unsaved: Option<(Instant, Instant)>,
+}
+
+impl State {
+    /// When the snapshot should be written, if it lacks changes.
+    fn snapshot_due(&self) -> Option<Instant> {
+        self.unsaved
+            .map(|(first, last)| (last + SNAPSHOT_QUIET).min(first + SNAPSHOT_MAX_DELAY))
+    }
+
+    fn changed(&mut self) {
+        let now = Instant::now();
+        let first = self.unsaved.map_or(now, |(f, _)| f);
+        self.unsaved = Some((first, now));
+    }
 }
 
 /// The etcd source of one gateway; see the module documentation.
@@ -113,6 +137,7 @@ impl EtcdSync {
                 revision: 0,
                 logged: HashMap::new(),
                 ignored: BTreeSet::new(),
+                unsaved: None,
             }),
             published: Mutex::new(None),
             applied,
@@ -159,7 +184,8 @@ impl EtcdSync {
             }
         }
         let compiled = sync.build(&mut st)?;
-        sync.write_snapshot(&st);
+        // Written by the watch thread once quiet: not on the way to the first request.
+        st.changed();
         let _ = sync.applied.send(st.revision);
         drop(st);
         Ok((sync, compiled))
@@ -224,6 +250,7 @@ impl EtcdSync {
                 End::Resync(why) => warn!("etcd: {why}: reading every item again"),
                 End::Lost(why) => {
                     metrics::etcd_connected(false);
+                    self.save_if_due(true);
                     let version = self.published().map_or(0, |p| p.version());
                     match &mut outage {
                         None => {
@@ -281,9 +308,22 @@ impl EtcdSync {
         self.apply_full(snap);
         let mut stream = s.watch(&mut client, revision + 1).await?;
         loop {
-            let first = stream
-                .message()
-                .await
+            // Wait for the next change, or until the snapshot is due.
+            let due = self.state.lock().ok().and_then(|st| st.snapshot_due());
+            let next = match due {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    match tokio::time::timeout_at(at, stream.message()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.save_if_due(false);
+                            continue;
+                        }
+                    }
+                }
+                None => stream.message().await,
+            };
+            let first = next
                 .map_err(|e| End::Lost(etcd::describe(&e)))?
                 .ok_or_else(|| End::Lost("etcd closed the watch".into()))?;
             let started = Instant::now();
@@ -459,8 +499,22 @@ impl EtcdSync {
             let detail = format!("revision {}, {} skipped", st.revision, st.logged.len());
             p.publish(compiled, &self.source_name(), &detail, how, started);
         }
-        self.write_snapshot(st);
+        st.changed();
         let _ = self.applied.send(st.revision);
+    }
+
+    /// Writes the snapshot when it lacks changes and is due (or `now` regardless of time).
+    fn save_if_due(&self, now: bool) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        match st.snapshot_due() {
+            Some(at) if now || Instant::now() >= at => {
+                self.write_snapshot(&st);
+                st.unsaved = None;
+            }
+            _ => {}
+        }
     }
 
     fn write_snapshot(&self, st: &State) {
