@@ -112,6 +112,22 @@ fn apisix_shaped_file_loads_and_answers_as_apisix() {
 }
 
 #[test]
+fn apisix_parameter_paths_get_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(
+        dir.path(),
+        "routes:\n  - uris: [/a, /user/:id]\n    upstream:\n      nodes: {\"127.0.0.1:1\": 1}\n",
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("routes[0].uris[1]: \"/user/:id\" holds a :parameter segment"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn referenced_objects_still_need_ids() {
     let dir = tempfile::tempdir().unwrap();
     let out = check(

@@ -443,6 +443,23 @@ type Upstreams = HashMap<String, Option<Arc<Upstream>>>;
 
 type RouteParts = (Vec<PathPattern>, Matcher, Route);
 
+/// APISIX's radixtree reads `/user/:id` as a parameter segment; Pylon matches paths literally
+/// (exact or `*` prefix), so such a route would never match what its author meant.
+fn warn_if_parameter(cx: &mut Ctx, path: &str, uri: &str) {
+    if uri
+        .split('/')
+        .any(|seg| seg.starts_with(':') && seg.len() > 1)
+    {
+        cx.warn(
+            path,
+            format!(
+                "{uri:?} holds a :parameter segment, which APISIX matches as a parameter but \
+                 Pylon matches literally; use a prefix (\"/user/*\") instead"
+            ),
+        );
+    }
+}
+
 fn compile_route(
     cx: &mut Ctx,
     path: &str,
@@ -464,15 +481,19 @@ fn compile_route(
             cx.problem(format!("{path}.uris"), "give either uri or uris, not both")
         }
         (None, None) => cx.problem(format!("{path}.uri"), "required (or uris)"),
-        (Some(u), None) => match PathPattern::parse(u) {
-            Ok(p) => paths.push(p),
-            Err(e) => cx.problem(format!("{path}.uri"), e),
-        },
+        (Some(u), None) => {
+            warn_if_parameter(cx, &format!("{path}.uri"), u);
+            match PathPattern::parse(u) {
+                Ok(p) => paths.push(p),
+                Err(e) => cx.problem(format!("{path}.uri"), e),
+            }
+        }
         (None, Some(list)) => {
             if list.is_empty() {
                 cx.problem(format!("{path}.uris"), "must not be empty");
             }
             for (i, u) in list.iter().enumerate() {
+                warn_if_parameter(cx, &format!("{path}.uris[{i}]"), u);
                 match PathPattern::parse(u) {
                     Ok(p) => paths.push(p),
                     Err(e) => cx.problem(format!("{path}.uris[{i}]"), e),
