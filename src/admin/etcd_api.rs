@@ -22,7 +22,7 @@ use log::info;
 use serde_json::{json, Value};
 
 use super::api::{check_kind_shape, not_found, plan, AdminError, Op, Planned, Reply};
-use super::store::{redact, Doc, Kind};
+use super::store::{redact, with_id, Doc, Kind};
 use crate::config::items::{Items, Key, Skipped};
 use crate::config::Problem;
 use crate::etcd::{self, EtcdError};
@@ -52,16 +52,6 @@ fn problems_text(problems: &[Problem]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// `value` with `id` set from the key when it has none.
-fn with_id(mut value: Value, id: &str) -> Value {
-    if let Value::Object(m) = &mut value {
-        if !m.contains_key("id") {
-            m.insert("id".into(), Value::String(id.to_string()));
-        }
-    }
-    value
 }
 
 impl EtcdApi {

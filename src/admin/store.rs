@@ -16,6 +16,15 @@ pub fn id_text(v: &Value) -> Option<String> {
     }
 }
 
+/// `value` with `id` set (from an etcd key) when it has none.
+pub fn with_id(mut value: Value, id: &str) -> Value {
+    if let Value::Object(m) = &mut value {
+        m.entry("id")
+            .or_insert_with(|| Value::String(id.to_string()));
+    }
+    value
+}
+
 /// Whether `id` is acceptable in a URL and a file: 1–64 characters of `[a-zA-Z0-9-_.]`
 /// (APISIX's `id_schema`), but not `.` or `..`.
 pub fn valid_id(id: &str) -> bool {

@@ -184,11 +184,7 @@ pub fn dump(
     let keyring = Keyring::new(&static_file.gateway.data_encryption);
     let mut doc = Doc::default();
     for it in &snap.items {
-        let mut v = it.value.clone();
-        if let Value::Object(m) = &mut v {
-            m.entry("id")
-                .or_insert_with(|| Value::String(it.id.clone()));
-        }
+        let mut v = super::store::with_id(it.value.clone(), &it.id);
         keyring
             .decrypt_fields(it.kind, &mut v)
             .map_err(|p| TransferError::Other(format!("{}: {p}", s.key(it.kind, &it.id))))?;

@@ -160,7 +160,6 @@ impl EtcdSync {
                 st.revision = snap.revision;
                 st.items
                     .resync(snap.items.into_iter().map(|s| (s.kind, s.id, s.value)));
-                metrics::etcd_connected(true);
             }
             Err(e) => {
                 let Some(path) = &sync.snapshot else {
@@ -180,7 +179,6 @@ impl EtcdSync {
                 );
                 st.revision = revision;
                 st.items = items;
-                metrics::etcd_connected(false);
             }
         }
         let compiled = sync.build(&mut st)?;
