@@ -14,6 +14,7 @@ pub mod config;
 pub mod etcd;
 pub mod forwarding;
 pub mod ops;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod table;
