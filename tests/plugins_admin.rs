@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::admin::{AdminGateway, Admin, KEY};
+use common::admin::{Admin, AdminGateway, KEY};
 use common::etcd::*;
 use common::ops::{listening, wait_until, write_static, Pylon};
 use common::origins::HttpOrigin;
@@ -52,7 +52,10 @@ fn openssl_enc(entry: &str, text: &str, decrypt: bool) -> String {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "openssl enc failed");
-    String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
 }
 
 fn url(port: u16, path: &str) -> String {
@@ -165,7 +168,10 @@ fn through_the_admin_api_on_the_resources_file() {
     assert_eq!(s, 200);
     assert_eq!(one["value"]["plugins"]["key-auth"], json!({}));
     for text in [list.to_string(), one.to_string()] {
-        assert!(!text.contains("auth-one") && !text.contains("auth-rose"), "{text}");
+        assert!(
+            !text.contains("auth-one") && !text.contains("auth-rose"),
+            "{text}"
+        );
     }
     // A PATCH that leaves the credential alone keeps it; one that sets it changes it.
     let (s, body) = admin.call(
@@ -236,7 +242,11 @@ fn encrypted_gateway(dir: &Path, endpoint: &str) -> (Pylon, u16, PathBuf) {
     );
     let conf = write_static(&sub, port, &lines, "");
     let pylon = Pylon::spawn(&sub, &conf, port, "pylon", &[], &[]);
-    assert!(wait_until(WAIT, || listening(admin_port)), "{}", pylon.log());
+    assert!(
+        wait_until(WAIT, || listening(admin_port)),
+        "{}",
+        pylon.log()
+    );
     (pylon, admin_port, conf)
 }
 
@@ -250,7 +260,7 @@ fn from_etcd_in_apisix_layout_and_through_the_etcd_admin_api() {
     let etcd = Etcd::start(dir.path());
     let origin = HttpOrigin::start("origin");
     // As an APISIX operator writes them: one consumer in clear, one whose key is encrypted
-    // as APISIX's Admin API stores it, an APISIX 3.10 credential (not a Pylon object), a
+    // as APISIX's Admin API stores it, an APISIX 3.11 credential (not a Pylon object), a
     // plugin config, a global rule and a route.
     let encrypted = openssl_enc(KEYRING, "auth-rose", false);
     etcd.put("/apisix/upstreams/u", &upstream_json(origin.port));
@@ -286,7 +296,11 @@ fn from_etcd_in_apisix_layout_and_through_the_etcd_admin_api() {
         pylon.log()
     );
     assert_eq!(with_key(port, "/hello", None), 401);
-    assert_eq!(with_key(port, "/hello", Some("auth-rose")), 200, "decrypted");
+    assert_eq!(
+        with_key(port, "/hello", Some("auth-rose")),
+        200,
+        "decrypted"
+    );
     assert_eq!(
         with_key(port, "/hello", Some(&encrypted)),
         401,
@@ -302,11 +316,17 @@ fn from_etcd_in_apisix_layout_and_through_the_etcd_admin_api() {
         "/apisix/consumers/tom",
         &json!({"username": "tom", "plugins": {"key-auth": {"key": "auth-tom"}}}),
     );
-    assert!(wait_until(WAIT, || with_key(port, "/hello", Some("auth-tom"))
-        == 200));
+    assert!(wait_until(WAIT, || with_key(
+        port,
+        "/hello",
+        Some("auth-tom")
+    ) == 200));
     etcd.del("/apisix/consumers/tom");
-    assert!(wait_until(WAIT, || with_key(port, "/hello", Some("auth-tom"))
-        == 401));
+    assert!(wait_until(WAIT, || with_key(
+        port,
+        "/hello",
+        Some("auth-tom")
+    ) == 401));
 
     // The admin API on etcd: lists consumers (not the credential key), never a key.
     let admin = Admin::new(admin_port, Some(KEY));
@@ -375,17 +395,24 @@ fn from_etcd_in_apisix_layout_and_through_the_etcd_admin_api() {
     let file = dir.path().join("dumped.yaml");
     std::fs::write(&file, &dumped).unwrap();
     etcd.run(&["del", "/apisix/", "--prefix"]);
-    assert!(wait_until(WAIT, || with_key(port, "/hello", Some("auth-one"))
-        == 404));
-    let (ok, stdout, stderr) = pylon_once(&["config", "push", "-c", conf_s, file.to_str().unwrap()]);
+    assert!(wait_until(WAIT, || with_key(
+        port,
+        "/hello",
+        Some("auth-one")
+    ) == 404));
+    let (ok, stdout, stderr) =
+        pylon_once(&["config", "push", "-c", conf_s, file.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("pushed 6 objects"), "{stdout}");
     assert_eq!(
         stored(&etcd, "/apisix/consumers/rose")["plugins"]["key-auth"]["key"],
         encrypted.as_str()
     );
-    assert!(wait_until(WAIT, || with_key(port, "/hello", Some("auth-rose"))
-        == 200));
+    assert!(wait_until(WAIT, || with_key(
+        port,
+        "/hello",
+        Some("auth-rose")
+    ) == 200));
 
     // Never logged.
     let logs = format!("{}{}", pylon.log(), pylon.stdout());

@@ -174,9 +174,7 @@ impl Doc {
                 let direct = match kind {
                     Kind::Services => from == Kind::Routes && is(v.get("service_id")),
                     Kind::Upstreams => from != Kind::Upstreams && is(v.get("upstream_id")),
-                    Kind::PluginConfigs => {
-                        from == Kind::Routes && is(v.get("plugin_config_id"))
-                    }
+                    Kind::PluginConfigs => from == Kind::Routes && is(v.get("plugin_config_id")),
                     _ => false,
                 };
                 let via_tls = if from == Kind::Upstreams {
@@ -317,7 +315,10 @@ mod tests {
         assert!(r("mtls-nginx") && r("1") && r("a.b_c"));
         assert!(!r("") && !r("a/b") && !r(&"x".repeat(65)));
         assert!(!r(".") && !r("..") && r("..."));
-        assert_eq!(id_text(Kind::Routes, &json!({"id": 7})).as_deref(), Some("7"));
+        assert_eq!(
+            id_text(Kind::Routes, &json!({"id": 7})).as_deref(),
+            Some("7")
+        );
         // Consumers are named by username: [a-zA-Z0-9_-], up to 100.
         let c = |id: &str| valid_id(Kind::Consumers, id);
         assert!(c("jack") && c("Jack_2-b") && c(&"x".repeat(100)));

@@ -31,7 +31,7 @@ struct Fields {
     consumer: Option<&'static [&'static str]>,
     /// Consumer fields that older APISIX releases encrypted and that are secret: decrypted
     /// when read and never returned, but not encrypted on write (current APISIX reads them as
-    /// stored). jwt-auth's `private_key` (encrypted until APISIX 3.10, #11597).
+    /// stored). jwt-auth's `private_key` (encrypted before APISIX 3.11, #11597).
     legacy: &'static [&'static str],
 }
 
@@ -80,11 +80,18 @@ static TABLE: &[Fields] = &[
     route("ai-rate-limiting", &["redis_password", "sentinel_password"]),
     route(
         "graphql-limit-count",
-        &["redis_password", "sentinel_password", "introspection_headers"],
+        &[
+            "redis_password",
+            "sentinel_password",
+            "introspection_headers",
+        ],
     ),
     // Everything else APISIX encrypts.
     route("ai-aliyun-content-moderation", &["access_key_secret"]),
-    route("ai-aws-content-moderation", &["comprehend.secret_access_key"]),
+    route(
+        "ai-aws-content-moderation",
+        &["comprehend.secret_access_key"],
+    ),
     route(
         "ai-cache",
         &[
@@ -137,7 +144,10 @@ static TABLE: &[Fields] = &[
     route("cas-auth", &["cookie.secret"]),
     route("clickhouse-logger", &["password"]),
     route("csrf", &["key"]),
-    route("dingtalk-auth", &["app_secret", "secret", "secret_fallbacks"]),
+    route(
+        "dingtalk-auth",
+        &["app_secret", "secret", "secret_fallbacks"],
+    ),
     route("elasticsearch-logger", &["auth.password", "headers"]),
     route("feishu-auth", &["app_secret", "secret", "secret_fallbacks"]),
     route("google-cloud-logging", &["auth_config.private_key"]),
@@ -160,7 +170,10 @@ static TABLE: &[Fields] = &[
     ),
     route("openwhisk", &["service_token"]),
     route("rocketmq-logger", &["secret_key"]),
-    route("saml-auth", &["sp_private_key", "secret", "secret_fallbacks"]),
+    route(
+        "saml-auth",
+        &["sp_private_key", "secret", "secret_fallbacks"],
+    ),
     route("sls-logger", &["access_key_secret"]),
     route("splunk-hec-logging", &["endpoint.token"]),
     route("tencent-cloud-cls", &["secret_key"]),
@@ -373,7 +386,10 @@ mod tests {
         for secret in ["p1", "p3", "Bearer", "old1"] {
             assert!(!text.contains(secret), "{text}");
         }
-        assert_eq!(stripped["plugins"]["kafka-logger"]["brokers"][1]["host"], "b");
+        assert_eq!(
+            stripped["plugins"]["kafka-logger"]["brokers"][1]["host"],
+            "b"
+        );
     }
 
     #[test]

@@ -274,7 +274,10 @@ mod tests {
         // Not encrypted, or with another keyring: None (kept as stored by the caller).
         assert_eq!(r.decrypt_secret("auth-one"), None);
         assert_eq!(r.decrypt_secret("edd1c9f034335f136f87ad84b625c8f1"), None);
-        assert_eq!(ring(&["0123456789abcdef"]).decrypt_secret("4y+JvURBE6ZwRbbgaryrhg=="), None);
+        assert_eq!(
+            ring(&["0123456789abcdef"]).decrypt_secret("4y+JvURBE6ZwRbbgaryrhg=="),
+            None
+        );
         // Off: neither direction.
         let off = Keyring::new(&DataEncryption {
             enable_encrypt_fields: false,

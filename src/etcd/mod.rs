@@ -223,7 +223,7 @@ impl Settings {
         match Kind::from_segment(segment) {
             // `/apisix/routes` itself: APISIX 2's directory marker.
             Some(_) if id.is_empty() => KeyClass::Other(segment),
-            // APISIX 3.10's consumer credentials: `consumers/<username>/credentials/<id>`.
+            // APISIX 3.11's consumer credentials: `consumers/<username>/credentials/<id>`.
             Some(Kind::Consumers) if id.contains('/') => {
                 let end = rest.rfind('/').unwrap_or(rest.len());
                 KeyClass::Other(&rest[..end])
