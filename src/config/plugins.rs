@@ -34,6 +34,13 @@ fn report(cx: &mut Ctx, at: &str, problems: Vec<PluginError>, warnings: Vec<Plug
     }
 }
 
+/// The credential field that identifies a consumer, per authentication plugin.
+const IDENTITY_FIELDS: &[(&str, &str)] = &[
+    ("key-auth", "key"),
+    ("basic-auth", "username"),
+    ("jwt-auth", "key"),
+];
+
 fn valid_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
@@ -45,6 +52,8 @@ fn valid_username(name: &str) -> bool {
 /// Checks consumers, plugin configs and services' plugin maps; returns what routes need.
 pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    // (plugin, credential) → the consumer that has it first.
+    let mut identities: HashMap<(&str, &str), usize> = HashMap::new();
     let mut consumers = Vec::new();
     for (i, c) in res.consumers.iter().enumerate() {
         let path = format!("consumers[{i}]");
@@ -71,6 +80,22 @@ pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
         }
         let problems = registry::check_credentials(&c.plugins);
         report(cx, &format!("{path}.plugins"), problems, Vec::new());
+        // APISIX refuses two consumers with one credential (`check_duplicate_key`): the
+        // request would belong to whichever is found first. The value is not printed.
+        for (plugin, field) in IDENTITY_FIELDS {
+            let Some(v) = c.plugins.get(*plugin).and_then(|p| p.get(*field)) else {
+                continue;
+            };
+            let Some(v) = v.as_str() else { continue };
+            if let Some(first) = identities.insert((plugin, v), i) {
+                cx.problem(
+                    format!("{path}.plugins.{plugin}.{field}"),
+                    format!(
+                        "consumers[{first}] has the same {plugin} {field}: each must be unique"
+                    ),
+                );
+            }
+        }
         consumers.push((Arc::new(Consumer::new(&c.username)), c.plugins.clone()));
     }
     let ignore = registry::unknown_plugins_ignored();
