@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{consumer, key_auth, limit_count, proxy_rewrite, Consumer, Entry, Plugin};
+use super::{
+    basic_auth, consumer, consumer_restriction, jwt_auth, key_auth, limit_count, proxy_rewrite,
+    Consumer, Entry, Plugin,
+};
 
 /// A problem in one plugin's configuration, at a path relative to that configuration
 /// (`count`, `headers.set`); the caller prefixes where the plugin map is.
@@ -50,7 +53,14 @@ pub struct Spec {
 }
 
 /// Every plugin Pylon has. A new plugin adds its line here.
-pub static REGISTRY: &[Spec] = &[key_auth::SPEC, limit_count::SPEC, proxy_rewrite::SPEC];
+pub static REGISTRY: &[Spec] = &[
+    key_auth::SPEC,
+    limit_count::SPEC,
+    proxy_rewrite::SPEC,
+    basic_auth::SPEC,
+    jwt_auth::SPEC,
+    consumer_restriction::SPEC,
+];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
