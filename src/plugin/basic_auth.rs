@@ -374,8 +374,11 @@ mod tests {
         assert_eq!(path(json!({"hide_credentials": "yes"})), "hide_credentials");
         assert_eq!(path(json!({"realm": ""})), "realm");
         assert_eq!(path(json!({"realm": "a\"b"})), "realm");
-        assert_eq!(path(json!({"anonymous_consumer": "ghost"})), "anonymous_consumer");
-        assert_eq!(path(json!({"user": "x"})), "");
+        assert_eq!(
+            path(json!({"anonymous_consumer": "ghost"})),
+            "anonymous_consumer"
+        );
+        assert_eq!(path(json!({"user": "x"})), "user");
         assert!(credential(&json!({"username": "a", "password": "b"})).is_ok());
         assert!(credential(&json!({"username": "a"})).is_err());
         assert_eq!(

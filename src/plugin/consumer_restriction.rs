@@ -288,7 +288,10 @@ mod tests {
         assert!(run(&p, "GET", Some("JaneDoe")).is_none());
         let r = run(&p, "GET", Some("JohnDoe")).unwrap();
         assert_eq!(r.status, 403);
-        assert_eq!(body(&r), "{\"message\":\"The consumer_name is forbidden.\"}\n");
+        assert_eq!(
+            body(&r),
+            "{\"message\":\"The consumer_name is forbidden.\"}\n"
+        );
         let r = run(&p, "GET", None).unwrap();
         assert_eq!(r.status, 401);
         assert_eq!(

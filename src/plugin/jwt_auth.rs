@@ -234,7 +234,11 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
         return Err(PluginError::new("key_claim_name", "must not be empty"));
     }
     let claims = c.claims_to_verify.unwrap_or_default();
-    if claims.iter().enumerate().any(|(i, c)| claims[..i].contains(c)) {
+    if claims
+        .iter()
+        .enumerate()
+        .any(|(i, c)| claims[..i].contains(c))
+    {
         return Err(PluginError::new("claims_to_verify", "items must be unique"));
     }
     let keys = env.shared("jwt-auth", || {

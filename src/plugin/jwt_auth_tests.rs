@@ -66,7 +66,7 @@ fn hs(alg: Algorithm, secret: &[u8], claims: Value) -> String {
     encode(
         &Header::new(alg),
         &claims,
-        &EncodingKey::from_secret(secret),
+        &EncodingKey::from_secret(secret).unwrap(),
     )
     .unwrap()
 }
@@ -99,7 +99,8 @@ fn apisix_documented_token_authenticates_from_header_query_or_cookie() {
         outcome(&p, "/?jwt=nope", &[("cookie", &format!("jwt={DOC_TOKEN}"))]),
         Err(INVALID.into())
     );
-    let p = plugin(json!({"header": "jwt-auth-header", "query": "jwt-query", "cookie": "jwt-cookie"}));
+    let p =
+        plugin(json!({"header": "jwt-auth-header", "query": "jwt-query", "cookie": "jwt-cookie"}));
     assert_eq!(outcome(&p, "/", &[("jwt-auth-header", DOC_TOKEN)]), jack);
     assert_eq!(outcome(&p, &format!("/?jwt-query={DOC_TOKEN}"), &[]), jack);
     let c = format!("jwt-cookie={DOC_TOKEN}");
@@ -123,7 +124,10 @@ fn failures_get_apisix_messages() {
     }
     let secret = DOC_SECRET.as_bytes();
     let t = hs(Algorithm::HS256, secret, json!({"sub": "jack"}));
-    assert_eq!(outcome(&p, "/", &[("authorization", &t)]), Err(NO_KEY.into()));
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", &t)]),
+        Err(NO_KEY.into())
+    );
     let t = hs(Algorithm::HS256, secret, json!({"key": "ghost"}));
     assert_eq!(
         outcome(&p, "/", &[("authorization", &t)]),
@@ -136,12 +140,24 @@ fn failures_get_apisix_messages() {
     );
     for t in [
         // Another secret.
-        hs(Algorithm::HS256, b"another-secret", json!({"key": "jack-key"})),
+        hs(
+            Algorithm::HS256,
+            b"another-secret",
+            json!({"key": "jack-key"}),
+        ),
         // Another algorithm than the consumer's, even with the right secret.
         hs(Algorithm::HS512, secret, json!({"key": "jack-key"})),
         // Expired; not yet valid.
-        hs(Algorithm::HS256, secret, json!({"key": "jack-key", "exp": now() - 1})),
-        hs(Algorithm::HS256, secret, json!({"key": "jack-key", "nbf": now() + 60})),
+        hs(
+            Algorithm::HS256,
+            secret,
+            json!({"key": "jack-key", "exp": now() - 1}),
+        ),
+        hs(
+            Algorithm::HS256,
+            secret,
+            json!({"key": "jack-key", "nbf": now() + 60}),
+        ),
         // A signature cut short.
         DOC_TOKEN[..DOC_TOKEN.len() - 3].to_string(),
         // An empty signature.
@@ -189,7 +205,11 @@ fn claims_are_checked_as_apisix_does() {
     assert!(!holds(json!({"exp": null}), &[], 0));
     // Listed claims are required; unlisted ones are then not checked.
     assert!(!holds(json!({}), &[Claim::Exp], 0));
-    assert!(holds(json!({"exp": t + 1, "nbf": t + 100}), &[Claim::Exp], 0));
+    assert!(holds(
+        json!({"exp": t + 1, "nbf": t + 100}),
+        &[Claim::Exp],
+        0
+    ));
 }
 
 #[test]
@@ -197,10 +217,20 @@ fn the_grace_period_and_key_claim_name_come_from_configuration() {
     let secret = DOC_SECRET.as_bytes();
     let cred = json!({"key": "late-key", "secret": "s3cret", "lifetime_grace_period": 60});
     let p = plugin_with(json!({"key_claim_name": "iss"}), vec![("late", cred)]);
-    let t = hs(Algorithm::HS256, b"s3cret", json!({"iss": "late-key", "exp": now() - 10}));
-    assert_eq!(outcome(&p, "/", &[("authorization", &t)]), Ok("late".into()));
+    let t = hs(
+        Algorithm::HS256,
+        b"s3cret",
+        json!({"iss": "late-key", "exp": now() - 10}),
+    );
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", &t)]),
+        Ok("late".into())
+    );
     let t = hs(Algorithm::HS256, secret, json!({"key": "jack-key"}));
-    assert_eq!(outcome(&p, "/", &[("authorization", &t)]), Err(NO_KEY.into()));
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", &t)]),
+        Err(NO_KEY.into())
+    );
 }
 
 #[test]
@@ -224,16 +254,27 @@ fn apisix_documented_rs256_token_verifies_with_its_public_key() {
         )]),
     )]);
     let p = compile(&json!({}), &Env::new(&consumers)).unwrap();
-    assert_eq!(outcome(&p, "/", &[("authorization", token)]), Ok("jack".into()));
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", token)]),
+        Ok("jack".into())
+    );
     // An HS256 token for the same key is refused: the algorithm is the consumer's.
-    let t = hs(Algorithm::HS256, public_key.as_bytes(), json!({"key": "jack-key"}));
-    assert_eq!(outcome(&p, "/", &[("authorization", &t)]), Err(FAILED.into()));
+    let t = hs(
+        Algorithm::HS256,
+        public_key.as_bytes(),
+        json!({"key": "jack-key"}),
+    );
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", &t)]),
+        Err(FAILED.into())
+    );
 }
 
 /// A P-256 key pair made now: (PKCS#8 private PEM, public PEM).
 fn ec_pair(curve: Nid) -> (Vec<u8>, String) {
-    let key = PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(curve).unwrap()).unwrap())
-        .unwrap();
+    let key =
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(curve).unwrap()).unwrap())
+            .unwrap();
     let public = String::from_utf8(key.public_key_to_pem().unwrap()).unwrap();
     (key.private_key_to_pem_pkcs8().unwrap(), public)
 }
@@ -253,7 +294,10 @@ fn es256_tokens_verify_with_the_consumers_public_key_only() {
         .unwrap()
     };
     let good = sign(&private);
-    assert_eq!(outcome(&p, "/", &[("authorization", &good)]), Ok("ec".into()));
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", &good)]),
+        Ok("ec".into())
+    );
     let forged = sign(&other);
     assert_eq!(
         outcome(&p, "/", &[("authorization", &forged)]),
@@ -268,9 +312,18 @@ fn bad_credentials_name_the_field() {
     assert_eq!(path(json!({"key": "", "secret": "s"})), "key");
     assert_eq!(path(json!({"key": "k"})), "secret");
     assert_eq!(path(json!({"key": "k", "secret": "s", "exp": 0})), "exp");
-    assert_eq!(path(json!({"key": "k", "secret": "s", "algorithm": "HS1"})), "algorithm");
-    assert_eq!(path(json!({"key": "k", "public_key": "x", "algorithm": "ES512"})), "algorithm");
-    assert_eq!(path(json!({"key": "k", "algorithm": "RS256"})), "public_key");
+    assert_eq!(
+        path(json!({"key": "k", "secret": "s", "algorithm": "HS1"})),
+        "algorithm"
+    );
+    assert_eq!(
+        path(json!({"key": "k", "public_key": "x", "algorithm": "ES512"})),
+        "algorithm"
+    );
+    assert_eq!(
+        path(json!({"key": "k", "algorithm": "RS256"})),
+        "public_key"
+    );
     assert_eq!(
         path(json!({"key": "k", "algorithm": "RS256", "public_key": "not pem"})),
         "public_key"
@@ -285,8 +338,8 @@ fn bad_credentials_name_the_field() {
     );
     let (private, public) = ec_pair(Nid::SECP384R1);
     let private = String::from_utf8(private).unwrap();
-    let e = credential(&json!({"key": "k", "algorithm": "ES256", "public_key": private}))
-        .unwrap_err();
+    let e =
+        credential(&json!({"key": "k", "algorithm": "ES256", "public_key": private})).unwrap_err();
     assert_eq!(e.path, "public_key");
     assert!(!e.message.contains(&private[30..60]), "{}", e.message);
     // A P-384 key cannot verify ES256.
@@ -301,18 +354,30 @@ fn bad_route_configurations_name_the_field() {
     let env = Env::new(&cs);
     let path = |v: Value| compile(&v, &env).unwrap_err().path;
     assert_eq!(path(json!({"header": "a b"})), "header");
-    assert_eq!(path(json!({"claims_to_verify": ["iat"]})), "claims_to_verify[0]");
-    assert_eq!(path(json!({"claims_to_verify": ["exp", "exp"]})), "claims_to_verify");
+    assert_eq!(
+        path(json!({"claims_to_verify": ["iat"]})),
+        "claims_to_verify[0]"
+    );
+    assert_eq!(
+        path(json!({"claims_to_verify": ["exp", "exp"]})),
+        "claims_to_verify"
+    );
     assert_eq!(path(json!({"key_claim_name": ""})), "key_claim_name");
     assert_eq!(path(json!({"realm": ""})), "realm");
-    assert_eq!(path(json!({"anonymous_consumer": "ghost"})), "anonymous_consumer");
+    assert_eq!(
+        path(json!({"anonymous_consumer": "ghost"})),
+        "anonymous_consumer"
+    );
 }
 
 #[test]
 fn an_anonymous_consumer_replaces_the_401() {
     let p = plugin(json!({"anonymous_consumer": "anonymous"}));
     assert_eq!(outcome(&p, "/", &[]), Ok("anonymous".into()));
-    assert_eq!(outcome(&p, "/", &[("authorization", DOC_TOKEN)]), Ok("jack".into()));
+    assert_eq!(
+        outcome(&p, "/", &[("authorization", DOC_TOKEN)]),
+        Ok("jack".into())
+    );
 }
 
 #[test]
