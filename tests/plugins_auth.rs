@@ -511,6 +511,9 @@ fn bad_credentials_are_refused_with_their_path_and_never_echoed() {
     plugins:
       jwt-auth: {{ key: jill-key, algorithm: HS256 }}
       basic-auth: {{ username: jill }}
+  - username: joe
+    plugins:
+      basic-auth: {{ username: joe, password: 31415926 }}
 routes:
   - id: "1"
     uri: /a
@@ -529,11 +532,13 @@ routes:
         "consumers[0].plugins.jwt-auth.public_key",
         "consumers[1].plugins.jwt-auth.secret",
         "consumers[1].plugins.basic-auth",
+        "consumers[2].plugins.basic-auth.password",
         "routes[0].plugins.consumer-restriction.type",
         "routes[0].plugins.jwt-auth.claims_to_verify[0]",
     ] {
         assert!(text.contains(path), "{path} missing from:\n{text}");
     }
+    assert!(!text.contains("31415926"), "a password was echoed:\n{text}");
     let body_line = private.lines().nth(1).unwrap();
     assert!(
         !text.contains(body_line),

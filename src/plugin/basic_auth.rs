@@ -69,7 +69,21 @@ struct Credential {
 }
 
 fn credential(v: &Value) -> Result<(), PluginError> {
-    parse::<Credential>(v).map(|_| ())
+    parse_credential::<Credential>(v, &["password"]).map(|_| ())
+}
+
+/// [`parse`] for a consumer's credential: a problem at one of the `secret` fields names the
+/// field but never its value (serde quotes numbers: `password: 123456` in YAML).
+///
+/// Errors: the first field that does not fit, with its path.
+pub fn parse_credential<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    secret: &[&str],
+) -> Result<T, PluginError> {
+    parse(v).map_err(|e| match secret.contains(&e.path.as_str()) {
+        true => PluginError::new(e.path, "must be a string (the value is not shown)"),
+        false => e,
+    })
 }
 
 /// A user's password, never printed.
@@ -381,12 +395,9 @@ mod tests {
         assert_eq!(path(json!({"user": "x"})), "user");
         assert!(credential(&json!({"username": "a", "password": "b"})).is_ok());
         assert!(credential(&json!({"username": "a"})).is_err());
-        assert_eq!(
-            credential(&json!({"username": "a", "password": 5}))
-                .unwrap_err()
-                .path,
-            "password"
-        );
+        let e = credential(&json!({"username": "a", "password": 123456})).unwrap_err();
+        assert_eq!(e.path, "password");
+        assert!(!e.message.contains("123456"), "{e}");
     }
 
     #[test]

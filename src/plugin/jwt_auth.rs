@@ -36,7 +36,7 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::basic_auth::{anonymous, challenge, ngx_decode_base64};
+use super::basic_auth::{anonymous, challenge, ngx_decode_base64, parse_credential};
 use super::key_auth::remove_query_arg;
 use super::registry::{parse, Env, PluginError, Spec};
 use super::vars::{cookie, query_arg};
@@ -219,7 +219,7 @@ fn verifier(c: &Credential, consumer: Arc<Consumer>) -> Result<Verifier, PluginE
 }
 
 fn credential(v: &Value) -> Result<(), PluginError> {
-    let c: Credential = parse(v)?;
+    let c: Credential = parse_credential(v, &["secret", "public_key"])?;
     verifier(&c, Arc::new(Consumer::new(""))).map(|_| ())
 }
 

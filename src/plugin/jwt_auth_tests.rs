@@ -311,6 +311,9 @@ fn bad_credentials_name_the_field() {
     assert_eq!(path(json!({"secret": "s"})), "");
     assert_eq!(path(json!({"key": "", "secret": "s"})), "key");
     assert_eq!(path(json!({"key": "k"})), "secret");
+    let e = credential(&json!({"key": "k", "secret": 987654321})).unwrap_err();
+    assert_eq!(e.path, "secret");
+    assert!(!e.message.contains("987654321"), "{e}");
     assert_eq!(path(json!({"key": "k", "secret": "s", "exp": 0})), "exp");
     assert_eq!(
         path(json!({"key": "k", "secret": "s", "algorithm": "HS1"})),
