@@ -129,13 +129,12 @@ pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
 }
 
 /// The global rules' plugins, as one chain.
-pub(super) fn global_chain(cx: &mut Ctx, res: &Resources, parts: &PluginParts) -> Chain {
+pub(super) fn global_chain(cx: &mut Ctx, res: &Resources, base: &Env) -> Chain {
     let ignore = registry::unknown_plugins_ignored();
     let mut entries = Vec::new();
     for (i, g) in res.global_rules.iter().enumerate() {
-        let mut env = Env::new(&parts.consumers);
         let id = g.id.as_ref().map_or_else(|| i.to_string(), Id::to_string);
-        env.owner = format!("global_rule/{id}");
+        let env = base.for_owner(format!("global_rule/{id}"));
         let c = compile_map(&g.plugins, &env, ignore);
         entries.extend(c.entries);
         report(
@@ -157,6 +156,7 @@ pub(super) fn route_chain(
     route_id: &str,
     r: &super::model::Route,
     parts: &PluginParts,
+    base: &Env,
 ) -> Chain {
     let mut merged: BTreeMap<String, Value> = BTreeMap::new();
     if let Some(map) = r
@@ -182,8 +182,7 @@ pub(super) fn route_chain(
     if merged.is_empty() {
         return Chain::default();
     }
-    let mut env = Env::new(&parts.consumers);
-    env.owner = format!("route/{route_id}");
+    let env = base.for_owner(format!("route/{route_id}"));
     let c = compile_map(&merged, &env, registry::unknown_plugins_ignored());
     // Report only what the route wrote itself; the rest was reported at its own path.
     let mine = |e: &PluginError| {

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{consumer, key_auth, limit_count, proxy_rewrite, Consumer, Entry, Plugin};
+use super::{
+    basic_auth, consumer, consumer_restriction, jwt_auth, key_auth, limit_count, proxy_rewrite,
+    Consumer, Entry, Plugin,
+};
 use crate::config::kind::Kind;
 use crate::config::secrets;
 
@@ -52,7 +55,14 @@ pub struct Spec {
 }
 
 /// Every plugin Pylon has. A new plugin adds its line here.
-pub static REGISTRY: &[Spec] = &[key_auth::SPEC, limit_count::SPEC, proxy_rewrite::SPEC];
+pub static REGISTRY: &[Spec] = &[
+    key_auth::SPEC,
+    limit_count::SPEC,
+    proxy_rewrite::SPEC,
+    basic_auth::SPEC,
+    jwt_auth::SPEC,
+    consumer_restriction::SPEC,
+];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -81,7 +91,7 @@ pub struct Env<'a> {
     pub owner: String,
     /// Lookup tables built once per configuration and shared by every route (the key-auth
     /// key → consumer map).
-    shared: RefCell<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
+    shared: std::rc::Rc<RefCell<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>>,
 }
 
 impl<'a> Env<'a> {
@@ -90,7 +100,16 @@ impl<'a> Env<'a> {
         Env {
             consumers,
             owner: String::new(),
-            shared: RefCell::default(),
+            shared: Default::default(),
+        }
+    }
+
+    /// The same environment (and lookup tables) for another owner (`route/1`).
+    pub fn for_owner(&self, owner: String) -> Env<'a> {
+        Env {
+            consumers: self.consumers,
+            owner,
+            shared: self.shared.clone(),
         }
     }
 
