@@ -497,6 +497,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         Maintenance::new(table.clone()),
     ));
     let gateway = Gateway::new(table.clone())
+        .with_conf_path(conf)
         .with_client_cert_headers(client_cert_headers)
         .with_reject_ambiguous_paths(g.reject_ambiguous_paths);
     let mut service = pylon::ops::proxy_service(&server.configuration, gateway);
@@ -514,7 +515,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         server.add_service(pylon::ops::metrics_service(listen)?);
     }
     if let Some(admin) = &g.admin {
-        server.add_service(pylon::admin::service(admin, ops.source())?);
+        server.add_service(pylon::admin::service(admin, ops.source(), table.clone())?);
     }
     server.add_service(background_service("operations", ops));
     server.run_forever();

@@ -268,10 +268,8 @@ pub(super) fn probe(plan: &Plan) -> Facts {
                         facts.body = body;
                     }
                 }
-                (None, Some(tls)) => {
-                    if tls.alert.is_none() && tls.error.is_some() {
-                        tls.plain_http = plain_http(addr, plan);
-                    }
+                (None, Some(tls)) if tls.alert.is_none() && tls.error.is_some() => {
+                    tls.plain_http = plain_http(addr, plan);
                 }
                 _ => {}
             }
@@ -430,7 +428,13 @@ fn build_ssl(
         ssl.set_ex_data(index, slot.clone());
         // SAFETY: `ssl` is live and owned here; the callback reads only the SSL it is given
         // and its ex_data (kept alive by the SSL itself).
-        unsafe { SSL_set_cert_cb(ssl.as_ptr(), Some(on_certificate_request), std::ptr::null_mut()) };
+        unsafe {
+            SSL_set_cert_cb(
+                ssl.as_ptr(),
+                Some(on_certificate_request),
+                std::ptr::null_mut(),
+            )
+        };
     }
     Ok(ssl)
 }
@@ -533,10 +537,7 @@ fn tls_exchange(
 ) -> (Http, String, Option<String>) {
     let _ = stream.get_ref().set_read_timeout(Some(plan.read_timeout));
     let _ = stream.get_ref().set_write_timeout(Some(plan.write_timeout));
-    let mut tls_io = TlsIo {
-        stream,
-        last: None,
-    };
+    let mut tls_io = TlsIo { stream, last: None };
     let (mut http, body) = exchange(&mut tls_io, plan, request);
     let mut rejected = None;
     if let Some(e) = tls_io.last.take() {
@@ -550,9 +551,8 @@ fn tls_exchange(
         }
         http.error = Some(text);
     } else if http.status.is_none() && http.error.is_some() {
-        rejected = Some(
-            "the connection was closed right after the handshake, before any response".into(),
-        );
+        rejected =
+            Some("the connection was closed right after the handshake, before any response".into());
     }
     if http.status == Some(400) {
         for msg in [

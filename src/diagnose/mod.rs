@@ -101,7 +101,10 @@ pub fn probe(
         });
     }
     let mut upstreams = Vec::new();
-    for up in chosen.into_iter().take(if wanted.is_some() { 1 } else { usize::MAX }) {
+    for up in chosen
+        .into_iter()
+        .take(if wanted.is_some() { 1 } else { usize::MAX })
+    {
         let names = naming.upstream(&up.id);
         let timeouts = route_timeouts.as_ref().map(|t| t.over(up.timeouts));
         let plans: Vec<NodePlan> = (0..up.nodes.len())
@@ -177,6 +180,27 @@ pub fn admin_report(
         &naming,
         &Selection::Upstream(id.to_string()),
         &Options::default(),
+    )
+}
+
+/// `; run `pylon probe -c CONF --route ID` for the cause and the fix`, appended to the
+/// proxy's error line after a 502 from a TLS upstream. Arguments are quoted for a POSIX
+/// shell when they hold anything but `A-Za-z0-9_.,:/=+@-`.
+pub fn command_hint(conf: &str, route: &str) -> String {
+    fn quote(s: &str) -> String {
+        let plain = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.,:/=+@-".contains(c));
+        if plain {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    }
+    format!(
+        "; run `pylon probe -c {} --route {}` for the cause and the fix",
+        quote(conf),
+        quote(route)
     )
 }
 
@@ -263,7 +287,9 @@ fn plan(
             client_cert_source: names
                 .client_cert
                 .as_ref()
-                .map_or("the configured client certificate".into(), |c| c.label.clone()),
+                .map_or("the configured client certificate".into(), |c| {
+                    c.label.clone()
+                }),
         }
     });
     let sixty = Duration::from_secs(60);

@@ -371,9 +371,6 @@ ca_certificates:
             inline.field("tls.sni"),
             "/apisix/routes/routes[1] upstream.tls.sni"
         );
-        assert_eq!(
-            n.upstream("zzz").field("tls.sni"),
-            "upstream zzz tls.sni"
-        );
+        assert_eq!(n.upstream("zzz").field("tls.sni"), "upstream zzz tls.sni");
     }
 }

@@ -92,7 +92,9 @@ fn node(out: &mut String, n: &NodeReport) {
         let asked = match (cc.requested, cc.acceptable_cas.is_empty()) {
             (false, _) if t.completed => "the upstream did not ask for a client certificate".into(),
             (false, _) => "no client certificate request seen".into(),
-            (true, true) => "the upstream asked for a client certificate (no CA names listed)".into(),
+            (true, true) => {
+                "the upstream asked for a client certificate (no CA names listed)".into()
+            }
             (true, false) => format!(
                 "the upstream asked for a client certificate issued by {}",
                 cc.acceptable_cas.join("; ")
@@ -125,7 +127,11 @@ fn node(out: &mut String, n: &NodeReport) {
             (None, Some(e), _) => format!("no response: {e}"),
             (None, None, _) => "no response".into(),
         };
-        row(out, "http", &format!("{} (Host: {}) -> {result}", h.request, h.host));
+        row(
+            out,
+            "http",
+            &format!("{} (Host: {}) -> {result}", h.request, h.host),
+        );
     }
     for f in n.findings.iter().filter(|f| f.severity != Severity::Error) {
         let kind = match f.severity {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::connect::Facts;
 use super::naming::UpstreamNames;
-use super::report::{CertInfo, Cause, Finding, Severity, Tls};
+use super::report::{Cause, CertInfo, Finding, Severity, Tls};
 
 /// What the verdict needs to know about the node besides the facts.
 pub(super) struct Context<'a> {
@@ -83,10 +83,18 @@ pub(super) fn findings(cx: &Context, f: &Facts) -> Vec<Finding> {
         ));
         return out;
     };
-    let addr = f.dns.address.clone().unwrap_or_else(|| cx.label.to_string());
+    let addr = f
+        .dns
+        .address
+        .clone()
+        .unwrap_or_else(|| cx.label.to_string());
     if !tcp.connected {
         let err = tcp.error.clone().unwrap_or_default();
-        let port_rel = if n.nodes.get(cx.index).is_some_and(|p| !p.starts_with("nodes[")) {
+        let port_rel = if n
+            .nodes
+            .get(cx.index)
+            .is_some_and(|p| !p.starts_with("nodes["))
+        {
             ""
         } else {
             "port"
@@ -248,22 +256,22 @@ fn verify_findings(cx: &Context, tls: &Tls, out: &mut Vec<Finding>) {
         return;
     }
     if tls.sni.is_none() {
-        let why = if cx.sni_from_request {
-            format!(
-                "the SNI comes from the client's Host header (pass_host: pass without tls.sni), and the Host used here, {}, is an IP address",
-                cx.host_header
-            )
+        let ip = crate::router::host_without_port(cx.host_header);
+        let whence = if cx.sni_from_request {
+            "the client's Host header, which is where the SNI comes from with pass_host: pass and no tls.sni"
         } else {
-            "the node is an IP address and no host name is configured (tls.sni, or pass_host: rewrite with upstream_host)".into()
+            "the node's address; neither tls.sni nor upstream_host gives a host name"
         };
         let lead = if for_names.is_empty() {
-            "there is no host name to send as SNI".to_string()
+            "the upstream certificate names no host".to_string()
         } else {
-            format!("{for_names} but no SNI was sent")
+            for_names.clone()
         };
         out.push(error(
             Cause::NoSni,
-            format!("{lead}: {why}; the proxy refuses such a connection (502) rather than skip verification"),
+            format!(
+                "{lead} but SNI was {ip} ({whence}): an IP address cannot be sent as SNI nor verified, so the proxy answers 502"
+            ),
             Some(sni_field.clone()),
             sni_fix.clone(),
         ));
@@ -475,7 +483,8 @@ fn http_findings(cx: &Context, f: &Facts, out: &mut Vec<Finding>) {
     let Some(http) = &f.http else {
         return;
     };
-    if cx.sni_from_request {
+    let no_sni = out.iter().any(|f| f.cause == Cause::NoSni);
+    if cx.sni_from_request && !no_sni {
         out.push(finding(
             Severity::Note,
             Cause::SniFromRequest,
@@ -487,8 +496,7 @@ fn http_findings(cx: &Context, f: &Facts, out: &mut Vec<Finding>) {
             None,
         ));
     }
-    if f
-        .tls
+    if f.tls
         .as_ref()
         .is_some_and(|t| t.client_cert.rejected.is_some())
     {
@@ -506,7 +514,9 @@ fn http_findings(cx: &Context, f: &Facts, out: &mut Vec<Finding>) {
         None if http.skipped.is_some() => {}
         None => {
             let why = http.error.clone().unwrap_or_default();
-            let field = why.contains("timeout.read").then(|| cx.names.field("timeout.read"));
+            let field = why
+                .contains("timeout.read")
+                .then(|| cx.names.field("timeout.read"));
             out.push(error(
                 Cause::HttpFailed,
                 format!("GET {} got no HTTP response: {why}", cx.path),
