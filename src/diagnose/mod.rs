@@ -15,6 +15,7 @@
 //! Nothing here runs on the request path.
 
 mod connect;
+mod http;
 pub mod naming;
 pub mod report;
 pub mod text;
