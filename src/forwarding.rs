@@ -118,11 +118,16 @@ pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> 
     }
 }
 
-/// Sets `X-Forwarded-For` (the incoming values, if any, then the TCP peer), `X-Real-IP`,
+/// Sets `X-Forwarded-For` (the incoming values, if any, then the client address), `X-Real-IP`,
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` (host name without port) and `X-Forwarded-Port`
-/// from the downstream connection, replacing what the client sent.
-pub fn set_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    if let Some(ip) = client_ip(session) {
+/// from the downstream connection, replacing what the client sent. `client` replaces the TCP
+/// peer's address (what the `real-ip` plugin found).
+pub fn set_forwarding_headers(
+    session: &Session,
+    client: Option<std::net::IpAddr>,
+    req: &mut RequestHeader,
+) -> Result<()> {
+    if let Some(ip) = client.or_else(|| client_ip(session)) {
         let ip = ip.to_string();
         let mut xff = String::new();
         for prev in req.headers.get_all("x-forwarded-for") {

@@ -15,6 +15,7 @@ pub mod diagnose;
 pub mod etcd;
 pub mod forwarding;
 pub mod ops;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
 pub mod table;

@@ -4,16 +4,24 @@
 //!
 //! Hooks used, in request order:
 //! - `request_filter`: on HTTPS, the client-certificate check (400 without a valid one where
-//!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; no
-//!   route → 404 `{"error_msg":"404 Route Not Found"}` and a newline, as APISIX answers.
+//!   an `ssls` entry asks for it, see [`crate::tls::client_cert`]); then route lookup; then
+//!   the plugins' rewrite and access phases, global rules first (they run even when no route
+//!   matches), then the route's ([`crate::plugin`]); a plugin may answer (401, 429, a
+//!   redirect). No route → 404 `{"error_msg":"404 Route Not Found"}` and a newline, as
+//!   APISIX answers.
 //! - `upstream_peer`: node selection (healthy, untried nodes first); clones the node's
 //!   prebuilt peer, fills in the SNI when it comes from the request, applies the route's
 //!   timeouts. No node → 503. Refuses (502) to connect to a TLS upstream with verification
 //!   on but no name to verify, because Pingora would silently skip verification for an
 //!   empty SNI.
 //! - `upstream_request_filter`: the client-certificate headers (`gateway.client_cert_headers`),
-//!   the Host header per `pass_host`, `X-Forwarded-*` and `X-Real-IP`.
+//!   the Host header per `pass_host`, `X-Forwarded-*` and `X-Real-IP`; then the plugins'
+//!   upstream-request step (`proxy-rewrite`, credential hiding).
 //! - `upstream_response_filter`: passive health, EWMA sample.
+//! - `response_filter` / `response_body_filter`: headers the plugins queued (rate limits,
+//!   request id, CORS), then their response steps (`response-rewrite`).
+//! - `logging`: metrics and access log (with the client address `real-ip` found), then the
+//!   plugins' log step.
 //! - `fail_to_connect` / `error_while_proxy`: passive health; retries on another node —
 //!   always when the request cannot have reached the upstream (connect, TLS handshake),
 //!   otherwise only for idempotent methods before any response arrived.
@@ -27,12 +35,13 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, warn};
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, Scheme};
 use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::forwarding::{hash_key_bytes, refuse_reason, request_host, set_forwarding_headers};
+use crate::plugin::{PluginCtx, Reply};
 use crate::router::{ambiguous_path, normalize_path};
 use crate::table::{Route, Table};
 use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
@@ -117,6 +126,38 @@ pub struct RequestCtx {
     retry_same_node: bool,
     /// Timing and upstream facts for the access log and metrics.
     ops: crate::ops::RequestOps,
+    /// What the plugins share during the request.
+    plugins: PluginCtx,
+    /// The table, kept when it has global rules (their later phases run from it).
+    global: Option<Arc<Table>>,
+}
+
+/// Sends a plugin's answer, with the response headers queued by plugins and their response
+/// steps (as APISIX runs header filters for plugin exits too).
+async fn send_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 4))?;
+    for (name, value) in reply.headers {
+        resp.append_header(name, value)?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
+    finish_response_header(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(reply.body), true).await
+}
+
+/// Adds the headers plugins queued and runs their response-header steps.
+fn finish_response_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    for (name, value) in std::mem::take(&mut ctx.plugins.response_headers) {
+        resp.insert_header(name, value)?;
+    }
+    let global = ctx.global.clone();
+    if let Some(t) = &global {
+        t.global.response_header(resp, &mut ctx.plugins)?;
+    }
+    if let Some(route) = ctx.route.clone() {
+        route.plugins.response_header(resp, &mut ctx.plugins)?;
+    }
+    Ok(())
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -226,17 +267,51 @@ impl ProxyHttp for Gateway {
             Verdict::Allow(client) => ctx.client_cert = client,
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
         }
-        let req = session.req_header();
+        ctx.plugins.tls = tls.is_some();
+        ctx.plugins.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let route = table
             .router
-            .find(request_host(session), req.method.as_str(), &path);
+            .find(
+                request_host(session),
+                session.req_header().method.as_str(),
+                &path,
+            )
+            .cloned();
+        // Keep the table only when its global rules run later; the guard goes before any wait.
+        let global = (!table.global.is_empty()).then(|| Arc::clone(&table));
+        drop(table);
+        if let Some(global) = global {
+            ctx.global = Some(global.clone());
+            if let Some(reply) = global
+                .global
+                .before_upstream(session.req_header(), &mut ctx.plugins)
+                .await
+            {
+                ctx.route = route;
+                return send_reply(session, ctx, reply).await.map(|_| true);
+            }
+        }
         if let Some(route) = route {
             ctx.route = Some(route.clone());
+            if !route.plugins.is_empty() {
+                ctx.plugins.route_id = route.id_str.clone();
+                let reply = route
+                    .plugins
+                    .before_upstream(session.req_header(), &mut ctx.plugins)
+                    .await;
+                if let Some(reply) = reply {
+                    return send_reply(session, ctx, reply).await.map(|_| true);
+                }
+            }
             return Ok(false);
         }
         let mut resp = ResponseHeader::build(404, Some(2))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, NOT_FOUND_BODY.len())?;
+        finish_response_header(&mut resp, ctx)?;
         session.write_response_header(Box::new(resp), false).await?;
         session
             .write_response_body(Some(Bytes::from_static(NOT_FOUND_BODY.as_bytes())), true)
@@ -285,13 +360,21 @@ impl ProxyHttp for Gateway {
         ctx.inflight = Some(Inflight::start(upstream.clone(), index));
         let node = &upstream.nodes[index];
         let mut peer = Box::new(HttpPeer::clone(&node.peer.load()));
-        if upstream.tls && upstream.sni == SniSource::RequestHost {
+        let mut tls = upstream.tls;
+        if let Some(want) = ctx.plugins.upstream_tls.filter(|t| *t != upstream.tls) {
+            // proxy-rewrite `scheme`: the SNI then comes from the request.
+            tls = want;
+            peer.scheme = if want { Scheme::HTTPS } else { Scheme::HTTP };
+            peer.sni.clear();
+        }
+        let sni_from_request = upstream.sni == SniSource::RequestHost || tls != upstream.tls;
+        if tls && sni_from_request && peer.sni.is_empty() {
             let host = request_host(session);
             if host.parse::<std::net::IpAddr>().is_err() {
                 peer.sni = host.to_string();
             }
         }
-        if upstream.verify && peer.sni.is_empty() {
+        if tls && (upstream.verify || !upstream.tls) && peer.sni.is_empty() {
             return Error::e_explain(
                 ErrorType::HTTPStatus(502),
                 "no host name to verify the upstream certificate against (the node and Host are \
@@ -335,7 +418,18 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
         }
-        set_forwarding_headers(session, upstream_request)
+        set_forwarding_headers(session, ctx.plugins.client_ip, upstream_request)?;
+        let global = ctx.global.clone();
+        if let Some(t) = &global {
+            t.global
+                .upstream_request(upstream_request, &mut ctx.plugins)?;
+        }
+        if let Some(route) = ctx.route.clone() {
+            route
+                .plugins
+                .upstream_request(upstream_request, &mut ctx.plugins)?;
+        }
+        Ok(())
     }
 
     async fn connected_to_upstream(
@@ -383,15 +477,46 @@ impl ProxyHttp for Gateway {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         crate::ops::drain::on_response(session);
-        Ok(())
+        finish_response_header(upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let global = ctx.global.clone();
+        let route = ctx.route.clone();
+        let chains = global.as_deref().map(|t| &t.global);
+        for chain in chains
+            .into_iter()
+            .chain(route.as_deref().map(|r| &r.plugins))
+        {
+            if chain.touches_body() {
+                chain.response_body(body, end_of_stream, &mut ctx.plugins);
+            }
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops);
+        let client_ip = ctx.plugins.client_ip;
+        crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops, client_ip);
+        let global = ctx.global.clone();
+        let route = ctx.route.clone();
+        let chains = global.as_deref().map(|t| &t.global);
+        for chain in chains
+            .into_iter()
+            .chain(route.as_deref().map(|r| &r.plugins))
+        {
+            chain.log(&mut ctx.plugins);
+        }
     }
 
     fn fail_to_connect(

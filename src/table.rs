@@ -12,6 +12,8 @@ use crate::upstream::{Timeouts, Upstream};
 pub struct Route {
     /// The route's `id`.
     pub id: String,
+    /// The same, shared with per-request plugin state without copying.
+    pub id_str: Arc<str>,
     /// Where requests go (from the route, or its service).
     pub upstream: Arc<Upstream>,
     /// The route's own `timeout`, replacing the upstream's when set.
@@ -20,6 +22,8 @@ pub struct Route {
     /// `Upgrade` request is passed on. Without it the upgrade headers are dropped, as in
     /// APISIX, and the upstream answers an ordinary request.
     pub websocket: bool,
+    /// Its plugins (merged from service, plugin config and route), in execution order.
+    pub plugins: crate::plugin::Chain,
     /// Its Prometheus handles, filled on first use.
     pub metrics: crate::ops::metrics::RouteHandles,
 }
@@ -33,6 +37,8 @@ pub struct Table {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Server certificates for the HTTPS listeners, by SNI.
     pub tls: CertStore,
+    /// The global rules' plugins: run for every request, before the route's.
+    pub global: crate::plugin::Chain,
 }
 
 impl Table {
@@ -42,6 +48,7 @@ impl Table {
             router: crate::router::RouterBuilder::default().build(),
             upstreams: Vec::new(),
             tls: CertStore::default(),
+            global: crate::plugin::Chain::default(),
         }
     }
 }

@@ -164,6 +164,9 @@ pub(super) fn check_kind_shape(kind: Kind, value: &Value) -> Result<(), AdminErr
         Kind::Upstreams => check_shape::<model::Upstream>(value),
         Kind::Ssls => check_shape::<model::Ssl>(value),
         Kind::CaCertificates => check_shape::<model::CaCertificate>(value),
+        Kind::Consumers => check_shape::<model::Consumer>(value),
+        Kind::PluginConfigs => check_shape::<model::PluginConfig>(value),
+        Kind::GlobalRules => check_shape::<model::GlobalRule>(value),
     }
 }
 

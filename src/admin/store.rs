@@ -40,7 +40,7 @@ pub fn valid_id(id: &str) -> bool {
 /// The resources file's objects.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Doc {
-    lists: [Vec<Value>; 5],
+    lists: [Vec<Value>; Kind::COUNT],
 }
 
 impl Doc {
@@ -180,6 +180,17 @@ impl Doc {
     }
 }
 
+/// The credential fields of a consumer's authentication plugin (APISIX's `encrypt_fields`):
+/// never returned by the API.
+pub fn credential_fields(plugin: &str) -> Option<&'static [&'static str]> {
+    match plugin {
+        "key-auth" => Some(&["key"]),
+        "basic-auth" => Some(&["password"]),
+        "jwt-auth" => Some(&["secret", "private_key"]),
+        _ => None,
+    }
+}
+
 /// Fields holding private keys or their passphrases: never returned by the API.
 const SECRET_SSL_FIELDS: &[&str] = &["key", "keys", "key_passphrase"];
 const SECRET_TLS_FIELDS: &[&str] = &["client_key", "client_key_passphrase"];
@@ -205,7 +216,16 @@ pub fn redact(kind: Kind, value: &Value) -> Value {
             v.get_mut("upstream").and_then(|u| u.get_mut("tls")),
             SECRET_TLS_FIELDS,
         ),
-        Kind::CaCertificates => {}
+        Kind::Consumers => {
+            if let Some(Value::Object(plugins)) = v.get_mut("plugins") {
+                for (name, conf) in plugins.iter_mut() {
+                    if let Some(fields) = credential_fields(name) {
+                        strip(Some(conf), fields);
+                    }
+                }
+            }
+        }
+        Kind::PluginConfigs | Kind::GlobalRules | Kind::CaCertificates => {}
     }
     drop_key_material(&mut v);
     v

@@ -90,6 +90,7 @@ fn pem_fields(kind: Kind) -> &'static [&'static str] {
             "/upstream/tls/client_key",
             "/upstream/tls/ca_certs",
         ],
+        Kind::Consumers | Kind::PluginConfigs | Kind::GlobalRules => &[],
     }
 }
 

@@ -33,6 +33,12 @@ pub struct Counts {
     pub ssls: usize,
     /// CA certificate objects.
     pub ca_certificates: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Plugin configs.
+    pub plugin_configs: usize,
+    /// Global rules.
+    pub global_rules: usize,
 }
 
 impl std::fmt::Display for Counts {
@@ -41,7 +47,17 @@ impl std::fmt::Display for Counts {
             f,
             "{} routes, {} services, {} upstreams, {} ssls, {} CA certificates",
             self.routes, self.services, self.upstreams, self.ssls, self.ca_certificates
-        )
+        )?;
+        for (n, what) in [
+            (self.consumers, "consumers"),
+            (self.plugin_configs, "plugin configs"),
+            (self.global_rules, "global rules"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -243,10 +259,15 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
             upstreams.insert(id.to_string(), up);
         }
     }
+    let plugin_ids = res.plugin_configs.iter().map(|p| p.id.as_ref());
+    check_unique("plugin_configs", plugin_ids, &mut cx.problems);
+    let rule_ids = res.global_rules.iter().map(|g| g.id.as_ref());
+    check_unique("global_rules", rule_ids, &mut cx.problems);
+    let parts = super::plugins::prepare(&mut cx, res);
+    let global = super::plugins::global_chain(&mut cx, res, &parts);
     let mut services: HashMap<String, ServiceParts> = HashMap::new();
     for (i, s) in res.services.iter().enumerate() {
         let path = format!("services[{i}]");
-        check_no_plugins(&mut cx, &path, &s.plugins);
         let upstream = pick_upstream(
             &mut cx,
             &path,
@@ -265,7 +286,7 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
     for (i, r) in res.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         if let Some((paths, matcher, route)) =
-            compile_route(&mut cx, &path, r, &upstreams, &services)
+            compile_route(&mut cx, &path, r, &upstreams, &services, &parts)
         {
             if r.status != Some(0) {
                 router.add(paths, matcher, Arc::new(route));
@@ -280,6 +301,7 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
             router: router.build(),
             upstreams: cx.all_upstreams,
             tls: std::mem::take(&mut cx.server_ssls).build(),
+            global,
         },
         warnings: cx.warnings,
         counts: Counts {
@@ -288,22 +310,12 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
             upstreams: res.upstreams.len(),
             ssls: res.ssls.len(),
             ca_certificates: res.ca_certificates.len(),
+            consumers: res.consumers.len(),
+            plugin_configs: res.plugin_configs.len(),
+            global_rules: res.global_rules.len(),
         },
         inventory: cx.inventory,
     })
-}
-
-fn check_no_plugins(
-    cx: &mut Ctx,
-    path: &str,
-    plugins: &Option<std::collections::BTreeMap<String, serde_yaml::Value>>,
-) {
-    if let Some(name) = plugins.as_ref().and_then(|p| p.keys().next()) {
-        cx.problem(
-            format!("{path}.plugins.{name}"),
-            "plugins are not supported",
-        );
-    }
 }
 
 fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
@@ -466,9 +478,13 @@ fn compile_route(
     r: &model::Route,
     upstreams: &Upstreams,
     services: &HashMap<String, ServiceParts>,
+    parts: &super::plugins::PluginParts,
 ) -> Option<RouteParts> {
     let before = cx.problems.len();
-    check_no_plugins(cx, path, &r.plugins);
+    let route_id =
+        r.id.as_ref()
+            .map_or_else(|| path.to_string(), Id::to_string);
+    let plugins = super::plugins::route_chain(cx, path, &route_id, r, parts);
     if let Some(s) = r.status.filter(|s| *s > 1) {
         cx.problem(
             format!("{path}.status"),
@@ -571,13 +587,12 @@ fn compile_route(
         priority: r.priority,
     };
     let route = Route {
-        id: r
-            .id
-            .as_ref()
-            .map_or_else(|| path.to_string(), Id::to_string),
+        id_str: route_id.as_str().into(),
+        id: route_id,
         upstream: upstream?,
         timeouts: route_timeouts,
         websocket: r.enable_websocket.or(service_websocket).unwrap_or(false),
+        plugins,
         metrics: Default::default(),
     };
     Some((paths, matcher, route))

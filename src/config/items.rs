@@ -124,6 +124,9 @@ enum Typed {
     Upstream(Box<model::Upstream>),
     Ssl(model::Ssl),
     Ca(model::CaCertificate),
+    Consumer(model::Consumer),
+    PluginConfig(model::PluginConfig),
+    GlobalRule(model::GlobalRule),
 }
 
 fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, Problem> {
@@ -141,16 +144,17 @@ fn parse(kind: Kind, id: &str, value: &Value, prepare: Prepare) -> Result<Typed,
     let Value::Object(m) = &mut v else {
         return Err(Problem::new("", "not a JSON object"));
     };
-    match m.get("id") {
+    let field = kind.id_field();
+    match m.get(field) {
         None | Some(Value::Null) => {
-            m.insert("id".into(), Value::String(id.to_string()));
+            m.insert(field.into(), Value::String(id.to_string()));
         }
         Some(Value::String(s)) if s == id => {}
         Some(Value::Number(n)) if n.to_string() == id => {}
         Some(other) => {
             return Err(Problem::new(
-                "id",
-                format!("{other} does not match the id in the key ({id:?})"),
+                field,
+                format!("{other} does not match the {field} in the key ({id:?})"),
             ))
         }
     }
@@ -161,6 +165,9 @@ fn parse(kind: Kind, id: &str, value: &Value, prepare: Prepare) -> Result<Typed,
         Kind::Upstreams => Typed::Upstream(Box::new(typed(&v)?)),
         Kind::Ssls => Typed::Ssl(typed(&v)?),
         Kind::CaCertificates => Typed::Ca(typed(&v)?),
+        Kind::Consumers => Typed::Consumer(typed(&v)?),
+        Kind::PluginConfigs => Typed::PluginConfig(typed(&v)?),
+        Kind::GlobalRules => Typed::GlobalRule(typed(&v)?),
     })
 }
 
@@ -281,7 +288,7 @@ impl Items {
         };
         let compiled = loop {
             let mut res = Resources::default();
-            let mut index: [Vec<usize>; 5] = Default::default();
+            let mut index: [Vec<usize>; Kind::COUNT] = Default::default();
             let mut refused = false;
             for (i, (key, e)) in list.iter_mut().enumerate() {
                 let (kind, id) = (key.0, key.1.as_str());
@@ -310,6 +317,9 @@ impl Items {
                             Typed::Upstream(u) => res.upstreams.push(*u),
                             Typed::Ssl(s) => res.ssls.push(s),
                             Typed::Ca(c) => res.ca_certificates.push(c),
+                            Typed::Consumer(c) => res.consumers.push(c),
+                            Typed::PluginConfig(p) => res.plugin_configs.push(p),
+                            Typed::GlobalRule(g) => res.global_rules.push(g),
                         }
                     }
                     Err(p) => {

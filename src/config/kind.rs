@@ -13,17 +13,29 @@ pub enum Kind {
     Ssls,
     /// `ca_certificates`
     CaCertificates,
+    /// `consumers` (keyed by `username`)
+    Consumers,
+    /// `plugin_configs`
+    PluginConfigs,
+    /// `global_rules`
+    GlobalRules,
 }
 
 impl Kind {
     /// Every kind, in the order the file lists them.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Routes,
         Kind::Services,
         Kind::Upstreams,
         Kind::Ssls,
         Kind::CaCertificates,
+        Kind::Consumers,
+        Kind::PluginConfigs,
+        Kind::GlobalRules,
     ];
+
+    /// How many kinds there are.
+    pub const COUNT: usize = Kind::ALL.len();
 
     /// The top-level key in the resources file and the URL segment
     /// (`/apisix/admin/<segment>`, APISIX's names; `ca_certificates` is Pylon's).
@@ -34,6 +46,9 @@ impl Kind {
             Kind::Upstreams => "upstreams",
             Kind::Ssls => "ssls",
             Kind::CaCertificates => "ca_certificates",
+            Kind::Consumers => "consumers",
+            Kind::PluginConfigs => "plugin_configs",
+            Kind::GlobalRules => "global_rules",
         }
     }
 
@@ -50,6 +65,18 @@ impl Kind {
             Kind::Upstreams => "upstream",
             Kind::Ssls => "ssl",
             Kind::CaCertificates => "CA certificate",
+            Kind::Consumers => "consumer",
+            Kind::PluginConfigs => "plugin config",
+            Kind::GlobalRules => "global rule",
+        }
+    }
+
+    /// The field that names an object of this kind: `username` for consumers (APISIX keys
+    /// them by it), `id` for the rest.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Kind::Consumers => "username",
+            _ => "id",
         }
     }
 

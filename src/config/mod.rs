@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod items;
 pub mod kind;
 pub mod model;
+mod plugins;
 pub mod ssl;
 pub mod static_checks;
 mod upstream;
@@ -139,6 +140,8 @@ pub fn load_static(file: &Path) -> Result<StaticFile, ConfigError> {
     let parsed: StaticFile = parse_yaml(file, &read(file)?)?;
     let problems = static_checks::check_static(&parsed);
     if problems.is_empty() {
+        // A process-wide setting: every later compile (file, admin API, etcd) reads it.
+        crate::plugin::registry::set_unknown_plugins_ignored(parsed.gateway.ignore_unknown_plugins);
         Ok(parsed)
     } else {
         Err(ConfigError::Invalid {

@@ -95,6 +95,10 @@ pub struct Gateway {
     pub etcd: Option<Etcd>,
     /// Encryption of private keys at rest (APISIX's `apisix.data_encryption`).
     pub data_encryption: DataEncryption,
+    /// Skip plugins Pylon does not have, with a warning, instead of refusing the
+    /// configuration (default false: a misspelt `key-auth` must not leave a route open).
+    /// For APISIX files that use plugins Pylon lacks.
+    pub ignore_unknown_plugins: bool,
 }
 
 /// `gateway.admin`: the admin API listener (see `crate::admin`).
@@ -130,6 +134,7 @@ impl Default for Gateway {
             config_provider: ConfigProvider::Yaml,
             etcd: None,
             data_encryption: DataEncryption::default(),
+            ignore_unknown_plugins: false,
         }
     }
 }
@@ -179,6 +184,76 @@ pub struct Resources {
     pub ssls: Vec<Ssl>,
     /// `ca_certificates:` (API7's CA certificate objects).
     pub ca_certificates: Vec<CaCertificate>,
+    /// `consumers:` (APISIX consumers: who may call, with their credentials).
+    pub consumers: Vec<Consumer>,
+    /// `plugin_configs:` (APISIX plugin configs, referenced by `plugin_config_id`).
+    pub plugin_configs: Vec<PluginConfig>,
+    /// `global_rules:` (APISIX global rules: plugins run for every request).
+    pub global_rules: Vec<GlobalRule>,
+}
+
+/// A plugin map: plugin name → that plugin's configuration (APISIX `plugins`). Each value
+/// is checked against the plugin's own schema at compile (see [`crate::plugin`]).
+pub type Plugins = BTreeMap<String, serde_json::Value>;
+
+/// A consumer (APISIX `consumer` schema): a caller, named by `username`, with the
+/// credentials its authentication plugins check (`plugins.key-auth.key`, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique among consumers; `[a-zA-Z0-9_\-]+` as in APISIX.
+    pub username: String,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Credential plugins (`key-auth`, `basic-auth`, `jwt-auth`).
+    #[serde(default)]
+    pub plugins: Plugins,
+    /// APISIX consumer groups; not supported (refused when set).
+    pub group_id: Option<Id>,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// A plugin config (APISIX `plugin_config` schema): plugins shared by routes that name it in
+/// `plugin_config_id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique among plugin configs.
+    pub id: Option<Id>,
+    /// Free text.
+    pub name: Option<String>,
+    /// Free text.
+    pub desc: Option<String>,
+    /// Free key/value metadata.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The plugins.
+    #[serde(default)]
+    pub plugins: Plugins,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
+}
+
+/// A global rule (APISIX `global_rule` schema): plugins run for every request, before the
+/// route's own, even when no route matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRule {
+    /// Unique among global rules.
+    pub id: Option<Id>,
+    /// The plugins.
+    #[serde(default)]
+    pub plugins: Plugins,
+    /// Set by APISIX's Admin API; ignored.
+    pub create_time: Option<i64>,
+    /// Set by APISIX's Admin API; ignored.
+    pub update_time: Option<i64>,
 }
 
 /// `timeout: { connect, send, read }`, each in seconds (APISIX `timeout_def`).
@@ -229,8 +304,11 @@ pub struct Route {
     pub timeout: Option<Timeout>,
     /// 1 = enabled (default), 0 = disabled.
     pub status: Option<u8>,
-    /// APISIX plugins: none are supported; an empty map is accepted.
-    pub plugins: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// The route's plugins (they win over its plugin config's and service's of the same
+    /// name).
+    pub plugins: Option<Plugins>,
+    /// A plugin config whose plugins apply to this route (APISIX `plugin_config_id`).
+    pub plugin_config_id: Option<Id>,
     /// Accepted for APISIX compatibility; WebSocket upgrades pass through.
     pub enable_websocket: Option<bool>,
     /// Set by APISIX's Admin API; ignored.
@@ -258,8 +336,8 @@ pub struct Service {
     pub upstream: Option<Box<Upstream>>,
     /// Hosts for routes that set none.
     pub hosts: Option<Vec<String>>,
-    /// APISIX plugins: none are supported; an empty map is accepted.
-    pub plugins: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// The service's plugins (for its routes, below the route's own).
+    pub plugins: Option<Plugins>,
     /// Accepted for APISIX compatibility.
     pub enable_websocket: Option<bool>,
     /// Set by APISIX's Admin API; ignored.

@@ -156,7 +156,7 @@ fn for_each_key(kind: Kind, value: &mut Value, f: &mut Visit) -> Result<(), Prob
         }
         Kind::Upstreams => upstream_tls(Some(value), "", f),
         Kind::Routes | Kind::Services => upstream_tls(value.get_mut("upstream"), "upstream.", f),
-        Kind::CaCertificates => Ok(()),
+        Kind::CaCertificates | Kind::Consumers | Kind::PluginConfigs | Kind::GlobalRules => Ok(()),
     }
 }
 

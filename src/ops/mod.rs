@@ -112,6 +112,7 @@ pub fn request_done(
     route: Option<&Arc<Route>>,
     node: Option<usize>,
     ops: &RequestOps,
+    client_ip: Option<std::net::IpAddr>,
 ) {
     let now = Instant::now();
     // Nothing sent: the client left first (nginx logs 499 for that).
@@ -132,7 +133,10 @@ pub fn request_done(
     let req = session.req_header();
     access_log::record(access_log::Entry {
         time: SystemTime::now(),
-        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        client: session.client_addr().and_then(|a| a.as_inet()).map(|a| {
+            // The `real-ip` plugin's address, when it found one.
+            std::net::SocketAddr::new(client_ip.unwrap_or(a.ip()), a.port())
+        }),
         method: req.method.clone(),
         uri: req.uri.clone(),
         version: req.version,
