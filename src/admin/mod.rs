@@ -19,6 +19,7 @@
 //! | `PATCH <kind>/<id>/<path>` | 200; the body replaces the value at `<path>` (APISIX's sub-path patch) |
 //! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
 //! | `GET openapi.json` | the OpenAPI 3 description (`docs/admin-openapi.json`) |
+//! | `GET upstreams/<id>/probe` | Pylon extension: 200, the `pylon probe` report of that upstream ([`crate::diagnose`]); 404 |
 //!
 //! Bodies use the resources file's fields; `create_time` and `update_time` (Unix seconds) are
 //! set by the API. Errors are `{"error_msg": "…"}`: 400 names the field (relative to the
@@ -107,7 +108,11 @@ pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
 /// `source` (the resources file, or etcd).
 ///
 /// Errors: [`AdminStartError::Listen`] when the address does not parse.
-pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>, AdminStartError> {
+pub fn service(
+    admin: &model::Admin,
+    source: Source,
+    table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
+) -> Result<Service<AdminApp>, AdminStartError> {
     let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
     let backend = match source {
         Source::File(reloader) => Backend::File(Arc::new(Api::new(reloader))),
@@ -116,6 +121,7 @@ pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>
     let app = AdminApp {
         key: admin.api_key.clone().map(String::into_bytes),
         backend,
+        table,
     };
     let mut service = Service::new("Pylon admin API".into(), app);
     service.add_tcp(&addr.to_string());
@@ -136,6 +142,8 @@ enum Backend {
 pub struct AdminApp {
     key: Option<Vec<u8>>,
     backend: Backend,
+    /// The table the proxy serves from, for `upstreams/<id>/probe`.
+    table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
 }
 
 /// Whether the request's `X-API-KEY` value `given` is the configured `key` (constant time in
@@ -153,6 +161,8 @@ fn authorized(key: Option<&[u8]>, given: Option<&[u8]>) -> bool {
 enum Target {
     OpenApi,
     Object(Kind, Op),
+    /// `GET upstreams/<id>/probe`.
+    Probe(String),
 }
 
 /// Maps a request to an operation. `json_patch` is true for
@@ -170,6 +180,11 @@ fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<T
         .and_then(|s| Kind::from_segment(s))
         .ok_or_else(|| AdminError::NotFound(format!("{path}: unknown resource kind")))?;
     let id = parts.get(1).map(|s| s.to_string());
+    if let (Kind::Upstreams, Some(id), [_, _, "probe"]) = (kind, &id, parts.as_slice()) {
+        if method == Method::GET {
+            return Ok(Target::Probe(id.clone()));
+        }
+    }
     let sub = parts
         .get(2..)
         .filter(|p| !p.is_empty())
@@ -277,6 +292,7 @@ impl ServeHttp for AdminApp {
                 return respond(200, "application/json", OPENAPI.as_bytes().to_vec())
             }
             Ok(Target::Object(kind, op)) => (kind, op),
+            Ok(Target::Probe(id)) => return self.probe(&id).await,
             Err(e) => return error_response(&e),
         };
         let what = format!("{method} {path}");
@@ -298,6 +314,32 @@ impl ServeHttp for AdminApp {
         match result {
             Ok((status, body)) => json_response(status, &body),
             Err(e) => error_response(&e),
+        }
+    }
+}
+
+impl AdminApp {
+    /// `GET upstreams/<id>/probe`: the upstream as the API holds it (404 if none), probed
+    /// off the async threads.
+    async fn probe(&self, id: &str) -> Response<Vec<u8>> {
+        let what = format!("GET /apisix/admin/upstreams/{id}");
+        let got = match &self.backend {
+            Backend::Etcd(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what).await,
+            Backend::File(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what),
+        };
+        let item = match got {
+            Ok((_, item)) => item,
+            Err(e) => return error_response(&e),
+        };
+        let (table, id) = (self.table.load_full(), id.to_string());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::diagnose::admin_report(&table, &id, &item["value"])
+        })
+        .await;
+        match report {
+            Ok(Ok(r)) => json_response(200, &serde_json::to_value(r).unwrap_or_default()),
+            Ok(Err(e)) => error_response(&AdminError::NotFound(e.to_string())),
+            Err(e) => error_response(&AdminError::Internal(format!("probe failed: {e}"))),
         }
     }
 }
@@ -396,6 +438,16 @@ mod tests {
             404
         );
         assert_eq!(r(Method::GET, "/metrics", false).unwrap_err().status(), 404);
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/upstreams/u1/probe", false).unwrap(),
+            Target::Probe("u1".into())
+        );
+        assert_eq!(
+            r(Method::POST, "/apisix/admin/upstreams/u1/probe", false)
+                .unwrap_err()
+                .status(),
+            405
+        );
     }
 
     #[test]
