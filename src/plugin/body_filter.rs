@@ -55,15 +55,17 @@ impl Filter {
                 's' => b.dot_matches_new_line(true),
                 'x' => b.ignore_whitespace(true),
                 'j' | 'o' | 'u' => &mut b,
-                other => {
-                    return Err((
-                        "options",
-                        format!("option {other:?} is not supported by Pylon (i, m, s, x, j, o and u are)"),
-                    ))
-                }
+                other => return Err((
+                    "options",
+                    format!(
+                        "option {other:?} is not supported by Pylon (i, m, s, x, j, o and u are)"
+                    ),
+                )),
             };
         }
-        let re = b.build().map_err(|e| ("regex", format!("bad regex: {e}")))?;
+        let re = b
+            .build()
+            .map_err(|e| ("regex", format!("bad regex: {e}")))?;
         Ok(Filter {
             re,
             replace: ngx_replacement(replace).into_bytes(),
@@ -254,14 +256,30 @@ mod tests {
 
     #[test]
     fn substitutions_once_global_and_with_options() {
-        let once = Filter::new("X-Amzn-Trace-Id", "X-Amzn-Trace-Id-Replace", Scope::Once, "jo").unwrap();
+        let once = Filter::new(
+            "X-Amzn-Trace-Id",
+            "X-Amzn-Trace-Id-Replace",
+            Scope::Once,
+            "jo",
+        )
+        .unwrap();
         let all = Filter::new("(a)(b)", "$2$1", Scope::Global, "jo").unwrap();
         let caseless = Filter::new("hello", "bye", Scope::Global, "ji").unwrap();
         let mut h = Held::new(Decoder::Identity, 1 << 20);
-        let out = run(&mut h, &[once, all, caseless], &[b"X-Amzn-Trace-Id X-Amzn-Trace-Id ", b"ab ab HeLLo"]);
+        let out = run(
+            &mut h,
+            &[once, all, caseless],
+            &[b"X-Amzn-Trace-Id X-Amzn-Trace-Id ", b"ab ab HeLLo"],
+        );
         assert_eq!(out, b"X-Amzn-Trace-Id-Replace X-Amzn-Trace-Id ba ba bye");
-        assert_eq!(Filter::new("a", "b", Scope::Once, "jD").unwrap_err().0, "options");
-        assert_eq!(Filter::new("(", "b", Scope::Once, "jo").unwrap_err().0, "regex");
+        assert_eq!(
+            Filter::new("a", "b", Scope::Once, "jD").unwrap_err().0,
+            "options"
+        );
+        assert_eq!(
+            Filter::new("(", "b", Scope::Once, "jo").unwrap_err().0,
+            "regex"
+        );
     }
 
     #[test]

@@ -321,7 +321,11 @@ mod tests {
     }
 
     /// (reply status if answered, response headers) for a request with `headers`.
-    fn run(p: &Arc<dyn Plugin>, method: &str, headers: &[(&str, &str)]) -> (Option<u16>, ResponseHeader) {
+    fn run(
+        p: &Arc<dyn Plugin>,
+        method: &str,
+        headers: &[(&str, &str)],
+    ) -> (Option<u16>, ResponseHeader) {
         let mut req = RequestHeader::build(method, b"/hello", None).unwrap();
         for (k, v) in headers {
             req.insert_header(k.to_string(), *v).unwrap();
@@ -333,13 +337,18 @@ mod tests {
         };
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("vary", "Via").unwrap();
-        resp.insert_header("access-control-allow-methods", "upstream").unwrap();
+        resp.insert_header("access-control-allow-methods", "upstream")
+            .unwrap();
         p.response_header(&mut resp, &mut cx).unwrap();
         (status, resp)
     }
 
     fn h<'a>(r: &'a ResponseHeader, name: &str) -> Vec<&'a str> {
-        r.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
     }
 
     #[test]
@@ -359,16 +368,24 @@ mod tests {
 
     #[test]
     fn a_list_of_origins_with_credentials() {
-        let p = build(json!({"allow_origins": "http://sub.domain.com,http://sub2.domain.com",
+        let p = build(
+            json!({"allow_origins": "http://sub.domain.com,http://sub2.domain.com",
             "allow_methods": "GET,POST", "allow_headers": "headr1,headr2",
-            "expose_headers": "ex-headr1,ex-headr2", "max_age": 50, "allow_credential": true}))
+            "expose_headers": "ex-headr1,ex-headr2", "max_age": 50, "allow_credential": true}),
+        )
         .unwrap();
         let (_, r) = run(&p, "GET", &[("origin", "http://sub2.domain.com")]);
-        assert_eq!(h(&r, "access-control-allow-origin"), ["http://sub2.domain.com"]);
+        assert_eq!(
+            h(&r, "access-control-allow-origin"),
+            ["http://sub2.domain.com"]
+        );
         assert_eq!(h(&r, "vary"), ["Via", "Origin"]);
         assert_eq!(h(&r, "access-control-allow-methods"), ["GET,POST"]);
         assert_eq!(h(&r, "access-control-allow-headers"), ["headr1,headr2"]);
-        assert_eq!(h(&r, "access-control-expose-headers"), ["ex-headr1,ex-headr2"]);
+        assert_eq!(
+            h(&r, "access-control-expose-headers"),
+            ["ex-headr1,ex-headr2"]
+        );
         assert_eq!(h(&r, "access-control-max-age"), ["50"]);
         assert_eq!(h(&r, "access-control-allow-credentials"), ["true"]);
         let (_, r) = run(&p, "GET", &[("origin", "http://sub3.domain.com")]);
@@ -380,49 +397,97 @@ mod tests {
     #[test]
     fn single_origin_forced_wildcards_and_regex() {
         let p = build(json!({"allow_origins": "http://a.com"})).unwrap();
-        assert!(h(&run(&p, "GET", &[("origin", "http://b.com")]).1, "access-control-allow-origin").is_empty());
+        assert!(h(
+            &run(&p, "GET", &[("origin", "http://b.com")]).1,
+            "access-control-allow-origin"
+        )
+        .is_empty());
         assert!(h(&run(&p, "GET", &[]).1, "access-control-allow-origin").is_empty());
-        assert_eq!(h(&run(&p, "GET", &[("origin", "http://a.com")]).1, "access-control-allow-origin"), ["http://a.com"]);
+        assert_eq!(
+            h(
+                &run(&p, "GET", &[("origin", "http://a.com")]).1,
+                "access-control-allow-origin"
+            ),
+            ["http://a.com"]
+        );
 
-        let p = build(json!({"allow_origins": "**", "allow_methods": "**", "allow_headers": "**",
-                             "expose_headers": "*"}))
+        let p = build(
+            json!({"allow_origins": "**", "allow_methods": "**", "allow_headers": "**",
+                             "expose_headers": "*"}),
+        )
         .unwrap();
-        let (_, r) = run(&p, "GET", &[("origin", "https://sub.domain.com"),
-            ("access-control-request-headers", "req-header1,req-header2")]);
-        assert_eq!(h(&r, "access-control-allow-origin"), ["https://sub.domain.com"]);
+        let (_, r) = run(
+            &p,
+            "GET",
+            &[
+                ("origin", "https://sub.domain.com"),
+                ("access-control-request-headers", "req-header1,req-header2"),
+            ],
+        );
+        assert_eq!(
+            h(&r, "access-control-allow-origin"),
+            ["https://sub.domain.com"]
+        );
         assert_eq!(h(&r, "access-control-allow-methods"), [ALL_METHODS]);
-        assert_eq!(h(&r, "access-control-allow-headers"), ["req-header1,req-header2"]);
+        assert_eq!(
+            h(&r, "access-control-allow-headers"),
+            ["req-header1,req-header2"]
+        );
         let (_, r) = run(&p, "GET", &[]);
         assert_eq!(h(&r, "access-control-allow-origin"), ["*"]);
         assert!(h(&r, "access-control-allow-headers").is_empty());
 
-        let p = build(json!({"allow_origins_by_regex": [".*\\.test.com$", ".*\\.example.org$"],
-                             "timing_allow_origins_by_regex": [".*\\.test.com$"]}))
+        let p = build(
+            json!({"allow_origins_by_regex": [".*\\.test.com$", ".*\\.example.org$"],
+                             "timing_allow_origins_by_regex": [".*\\.test.com$"]}),
+        )
         .unwrap();
         let (_, r) = run(&p, "GET", &[("origin", "http://a.example.org")]);
-        assert_eq!(h(&r, "access-control-allow-origin"), ["http://a.example.org"]);
+        assert_eq!(
+            h(&r, "access-control-allow-origin"),
+            ["http://a.example.org"]
+        );
         assert!(h(&r, "timing-allow-origin").is_empty());
         let (_, r) = run(&p, "GET", &[("origin", "http://a.test.com")]);
         assert_eq!(h(&r, "timing-allow-origin"), ["http://a.test.com"]);
-        assert!(h(&run(&p, "GET", &[("origin", "http://a.test2.com")]).1, "access-control-allow-origin").is_empty());
+        assert!(h(
+            &run(&p, "GET", &[("origin", "http://a.test2.com")]).1,
+            "access-control-allow-origin"
+        )
+        .is_empty());
     }
 
     #[test]
     fn bad_configurations_are_named() {
         for (conf, path) in [
             (json!({"allow_credential": true}), "allow_credential"),
-            (json!({"allow_credential": true, "allow_origins": "http://a.com",
-                    "allow_methods": "GET", "allow_headers": "x", "expose_headers": "*"}), "allow_credential"),
+            (
+                json!({"allow_credential": true, "allow_origins": "http://a.com",
+                    "allow_methods": "GET", "allow_headers": "x", "expose_headers": "*"}),
+                "allow_credential",
+            ),
             (json!({"allow_origins": "a.com"}), "allow_origins"),
-            (json!({"allow_origins_by_regex": ["("]}), "allow_origins_by_regex[0]"),
-            (json!({"allow_origins_by_regex": []}), "allow_origins_by_regex"),
-            (json!({"allow_origins_by_metadata": ["k"]}), "allow_origins_by_metadata"),
+            (
+                json!({"allow_origins_by_regex": ["("]}),
+                "allow_origins_by_regex[0]",
+            ),
+            (
+                json!({"allow_origins_by_regex": []}),
+                "allow_origins_by_regex",
+            ),
+            (
+                json!({"allow_origins_by_metadata": ["k"]}),
+                "allow_origins_by_metadata",
+            ),
             (json!({"max_age": "5"}), "max_age"),
         ] {
             assert_eq!(build(conf.clone()).unwrap_err().path, path, "{conf}");
         }
         // ** with credentials is allowed (APISIX's "forcefully").
-        assert!(build(json!({"allow_credential": true, "allow_origins": "**",
-            "allow_methods": "**", "allow_headers": "**"})).is_ok());
+        assert!(
+            build(json!({"allow_credential": true, "allow_origins": "**",
+            "allow_methods": "**", "allow_headers": "**"}))
+            .is_ok()
+        );
     }
 }

@@ -73,7 +73,10 @@ impl IpList {
         let mut list = IpList::default();
         for (i, item) in items.iter().enumerate() {
             let net = parse_entry(item).ok_or_else(|| {
-                PluginError::new(format!("{path}[{i}]"), format!("invalid ip address: {item}"))
+                PluginError::new(
+                    format!("{path}[{i}]"),
+                    format!("invalid ip address: {item}"),
+                )
             })?;
             list.insert(net);
         }
@@ -137,7 +140,13 @@ mod tests {
 
     #[test]
     fn addresses_and_ranges_of_both_families() {
-        let l = list(&["192.168.0.1/24", "10.0.0.7", "2001:db8::/32", "::1", "0.0.0.0/0"]);
+        let l = list(&[
+            "192.168.0.1/24",
+            "10.0.0.7",
+            "2001:db8::/32",
+            "::1",
+            "0.0.0.0/0",
+        ]);
         assert!(l.contains(ip("192.168.0.200")));
         assert!(l.contains(ip("10.0.0.7")));
         assert!(l.contains(ip("2001:db8:1::5")));
@@ -159,7 +168,14 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named() {
-        for bad in ["10.0.0.300", "10.0.0.1/33", "::1/129", "10.0.0.1/", "host", "1.2.3.4/-1"] {
+        for bad in [
+            "10.0.0.300",
+            "10.0.0.1/33",
+            "::1/129",
+            "10.0.0.1/",
+            "host",
+            "1.2.3.4/-1",
+        ] {
             let e = IpList::parse("blacklist", &["10.0.0.1".into(), bad.into()]).unwrap_err();
             assert_eq!(e.path, "blacklist[1]", "{bad}");
             assert_eq!(e.message, format!("invalid ip address: {bad}"));

@@ -137,18 +137,21 @@ mod tests {
 
     #[tokio::test]
     async fn whitelist_and_blacklist() {
-        let p = build(json!({"whitelist": ["192.168.0.1/24"], "message": "Access denied"}))
-            .unwrap();
+        let p =
+            build(json!({"whitelist": ["192.168.0.1/24"], "message": "Access denied"})).unwrap();
         assert_eq!(status(&p, "192.168.0.77").await, None);
         assert_eq!(
             status(&p, "10.0.0.1").await,
             Some((403, "{\"message\":\"Access denied\"}\n".into()))
         );
-        let p = build(json!({"blacklist": ["127.0.0.1", "fe80::/10"], "response_code": 404}))
-            .unwrap();
+        let p =
+            build(json!({"blacklist": ["127.0.0.1", "fe80::/10"], "response_code": 404})).unwrap();
         assert_eq!(
             status(&p, "127.0.0.1").await,
-            Some((404, "{\"message\":\"Your IP address is not allowed\"}\n".into()))
+            Some((
+                404,
+                "{\"message\":\"Your IP address is not allowed\"}\n".into()
+            ))
         );
         assert!(status(&p, "fe80::1").await.is_some());
         assert_eq!(status(&p, "127.0.0.2").await, None);
@@ -158,12 +161,24 @@ mod tests {
     fn bad_configurations_are_named() {
         for (conf, path) in [
             (json!({}), ""),
-            (json!({"whitelist": ["1.1.1.1"], "blacklist": ["2.2.2.2"]}), ""),
+            (
+                json!({"whitelist": ["1.1.1.1"], "blacklist": ["2.2.2.2"]}),
+                "",
+            ),
             (json!({"whitelist": []}), "whitelist"),
-            (json!({"whitelist": ["1.1.1.1", "1.1.1.1/40"]}), "whitelist[1]"),
-            (json!({"blacklist": ["x"], "response_code": 401}), "response_code"),
+            (
+                json!({"whitelist": ["1.1.1.1", "1.1.1.1/40"]}),
+                "whitelist[1]",
+            ),
+            (
+                json!({"blacklist": ["x"], "response_code": 401}),
+                "response_code",
+            ),
             (json!({"blacklist": ["::1"], "message": ""}), "message"),
-            (json!({"blacklist": ["::1"], "whitelisted": []}), "whitelisted"),
+            (
+                json!({"blacklist": ["::1"], "whitelisted": []}),
+                "whitelisted",
+            ),
         ] {
             assert_eq!(build(conf.clone()).unwrap_err().path, path, "{conf}");
         }

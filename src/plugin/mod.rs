@@ -164,7 +164,10 @@ impl PluginCtx {
     /// was there (values of different types under one key are kept apart).
     pub fn stash_put<T: Any + Send + Sync>(&mut self, key: usize, value: T) {
         let value: Box<dyn Any + Send + Sync> = Box::new(value);
-        let slot = self.stash.iter_mut().find(|(k, v)| *k == key && v.is::<T>());
+        let slot = self
+            .stash
+            .iter_mut()
+            .find(|(k, v)| *k == key && v.is::<T>());
         match slot {
             Some(slot) => slot.1 = value,
             None => self.stash.push((key, value)),

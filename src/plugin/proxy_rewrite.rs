@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(ngx_replacement("/$1_$2"), "/${1}_${2}");
         assert_eq!(ngx_replacement("${1}x$$1 $ $a"), "${1}x$$1 $$ $$a");
         let re = Regex::new("^/(a)(b)").unwrap();
-        assert_eq!(re.replace("/ab", ngx_replacement("$2_$1$$1").as_str()), "b_a$1");
+        assert_eq!(
+            re.replace("/ab", ngx_replacement("$2_$1$$1").as_str()),
+            "b_a$1"
+        );
     }
 
     #[test]

@@ -208,12 +208,22 @@ mod tests {
     #[test]
     fn parse_addr_reads_addresses_with_ports() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(parse_addr("1.2.3.4:9080"), Some((ip("1.2.3.4"), Some(9080))));
+        assert_eq!(
+            parse_addr("1.2.3.4:9080"),
+            Some((ip("1.2.3.4"), Some(9080)))
+        );
         assert_eq!(parse_addr(" 1.2.3.4 "), Some((ip("1.2.3.4"), None)));
         assert_eq!(parse_addr("::1"), Some((ip("::1"), None)));
         assert_eq!(parse_addr("[::1]:80"), Some((ip("::1"), Some(80))));
         assert_eq!(parse_addr("[::1]"), Some((ip("::1"), None)));
-        for bad in ["", "1.2.3.4:0", "1.2.3.4:70000", "x", "1.2.3:80", "[1.2.3.4]:80"] {
+        for bad in [
+            "",
+            "1.2.3.4:0",
+            "1.2.3.4:70000",
+            "x",
+            "1.2.3:80",
+            "[1.2.3.4]:80",
+        ] {
             assert_eq!(parse_addr(bad), None, "{bad}");
         }
     }
@@ -245,7 +255,13 @@ mod tests {
         let conf = json!({"source": "http_x_forwarded_for", "recursive": true,
                           "trusted_addresses": ["192.128.0.0/16", "127.0.0.1/32"]});
         assert_eq!(
-            run(conf.clone(), "127.0.0.1", "/", &["127.0.0.2, 192.128.1.1, 127.0.0.1"]).0,
+            run(
+                conf.clone(),
+                "127.0.0.1",
+                "/",
+                &["127.0.0.2, 192.128.1.1, 127.0.0.1"]
+            )
+            .0,
             "127.0.0.2"
         );
         assert_eq!(
@@ -257,8 +273,14 @@ mod tests {
         let conf = json!({"source": "http_x_real_ip"});
         assert_eq!(run(conf, "10.0.0.1", "/", &[]).0, "10.0.0.1");
         let conf = json!({"source": "http_x_forwarded_for"});
-        assert_eq!(run(conf.clone(), "10.0.0.1", "/", &["not-an-ip"]).0, "10.0.0.1");
-        assert_eq!(run(conf, "10.0.0.1", "/", &["2001:db8::1"]).0, "2001:db8::1");
+        assert_eq!(
+            run(conf.clone(), "10.0.0.1", "/", &["not-an-ip"]).0,
+            "10.0.0.1"
+        );
+        assert_eq!(
+            run(conf, "10.0.0.1", "/", &["2001:db8::1"]).0,
+            "2001:db8::1"
+        );
     }
 
     #[test]
@@ -269,7 +291,10 @@ mod tests {
             (json!({}), ""),
             (json!({"source": ""}), "source"),
             (json!({"source": "nope"}), "source"),
-            (json!({"source": "arg_x", "trusted_addresses": ["1.2.3.4/99"]}), "trusted_addresses[0]"),
+            (
+                json!({"source": "arg_x", "trusted_addresses": ["1.2.3.4/99"]}),
+                "trusted_addresses[0]",
+            ),
         ] {
             assert_eq!(compile(&conf, &env).unwrap_err().path, path, "{conf}");
         }

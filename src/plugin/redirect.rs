@@ -89,7 +89,11 @@ fn compile(v: &Value, _env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
     if c.ret_code < 200 {
         return Err(PluginError::new("ret_code", "must be >= 200"));
     }
-    let set = [c.uri.is_some(), c.regex_uri.is_some(), c.http_to_https.is_some()];
+    let set = [
+        c.uri.is_some(),
+        c.regex_uri.is_some(),
+        c.http_to_https.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
         return Err(PluginError::new(
             "",
@@ -290,7 +294,10 @@ mod tests {
             Some((301, "/test/default.html".into()))
         );
         let p = build(json!({"uri": "$uri/index.html"})).unwrap();
-        assert_eq!(run(&p, "GET", "/test?a=1", false), Some((302, "/test/index.html".into())));
+        assert_eq!(
+            run(&p, "GET", "/test?a=1", false),
+            Some((302, "/test/index.html".into()))
+        );
         let p = build(json!({"uri": "/new?x=1", "append_query_string": true})).unwrap();
         assert_eq!(run(&p, "GET", "/old?a=1", false).unwrap().1, "/new?x=1&a=1");
         assert_eq!(run(&p, "GET", "/old", false).unwrap().1, "/new?x=1");
@@ -301,7 +308,10 @@ mod tests {
     #[test]
     fn regex_uri_redirects_only_matching_paths() {
         let p = build(json!({"regex_uri": ["^/iresty/(.*)/(.*)/(.*)", "/$1-$2-$3"]})).unwrap();
-        assert_eq!(run(&p, "GET", "/iresty/a/b/c", false), Some((302, "/a-b-c".into())));
+        assert_eq!(
+            run(&p, "GET", "/iresty/a/b/c", false),
+            Some((302, "/a-b-c".into()))
+        );
         assert_eq!(run(&p, "GET", "/other", false), None);
     }
 
@@ -321,7 +331,11 @@ mod tests {
 
     #[test]
     fn pages_and_escaping() {
-        assert_eq!(page(301).unwrap().len(), 162, "nginx's 166 bytes, with pylon for openresty");
+        assert_eq!(
+            page(301).unwrap().len(),
+            162,
+            "nginx's 166 bytes, with pylon for openresty"
+        );
         assert!(page(200).is_none());
         assert_eq!(escape_uri("/a b/%/é?#\u{7f}"), "/a%20b/%25/%C3%A9%3F%23%7F");
     }
@@ -331,7 +345,10 @@ mod tests {
         for (conf, path) in [
             (json!({}), ""),
             (json!({"uri": "/a", "http_to_https": true}), ""),
-            (json!({"http_to_https": true, "append_query_string": true}), "append_query_string"),
+            (
+                json!({"http_to_https": true, "append_query_string": true}),
+                "append_query_string",
+            ),
             (json!({"uri": "/a", "ret_code": 100}), "ret_code"),
             (json!({"uri": "/"}), "uri"),
             (json!({"uri": "/$nope"}), "uri"),

@@ -30,8 +30,7 @@ pub const SPEC: Spec = Spec {
 };
 
 /// APISIX's default `range_id.char_set` (with its `IGK` as written there).
-pub const DEFAULT_CHAR_SET: &str =
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIGKLMNOPQRSTUVWXYZ0123456789";
+pub const DEFAULT_CHAR_SET: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIGKLMNOPQRSTUVWXYZ0123456789";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,7 +301,9 @@ mod tests {
         assert_eq!(upstream_id(&p, "x-request-id", Some("mine")), "mine");
         assert_ne!(upstream_id(&p, "x-request-id", Some("")), "");
 
-        let p = build(json!({"algorithm": "uuidv7", "header_name": "X-Req-Identifier", "include_in_response": false}));
+        let p = build(
+            json!({"algorithm": "uuidv7", "header_name": "X-Req-Identifier", "include_in_response": false}),
+        );
         let id = upstream_id(&p, "x-req-identifier", None);
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
@@ -311,7 +312,9 @@ mod tests {
         assert_eq!(id.len(), 21);
         assert!(id.bytes().all(|b| NANOID_ALPHABET.contains(&b)));
 
-        let p = build(json!({"algorithm": "range_id", "range_id": {"length": 8, "char_set": "abcdef"}}));
+        let p = build(
+            json!({"algorithm": "range_id", "range_id": {"length": 8, "char_set": "abcdef"}}),
+        );
         let id = upstream_id(&p, "x-request-id", None);
         assert_eq!(id.len(), 8);
         assert!(id.bytes().all(|b| b"abcdef".contains(&b)));
@@ -340,7 +343,10 @@ mod tests {
             (json!({"header_name": "bad header"}), "header_name"),
             (json!({"algorithm": "snowflake"}), "algorithm"),
             (json!({"range_id": {"length": 5}}), "range_id.length"),
-            (json!({"range_id": {"char_set": "abc"}}), "range_id.char_set"),
+            (
+                json!({"range_id": {"char_set": "abc"}}),
+                "range_id.char_set",
+            ),
         ] {
             assert_eq!(compile(&conf, &env).unwrap_err().path, path, "{conf}");
         }

@@ -179,7 +179,11 @@ impl Headers {
         Ok(Val::Vars(self.templates.len() - 1))
     }
 
-    fn set_map(&mut self, path: &str, m: &serde_json::Map<String, Value>) -> Result<(), PluginError> {
+    fn set_map(
+        &mut self,
+        path: &str,
+        m: &serde_json::Map<String, Value>,
+    ) -> Result<(), PluginError> {
         if m.is_empty() {
             return Err(PluginError::new(path, "must not be empty"));
         }
@@ -218,7 +222,10 @@ fn compile_headers(m: &serde_json::Map<String, Value>) -> Result<Headers, Plugin
         h.set_map("headers", m)?;
         return Ok(h);
     }
-    if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "add" | "set" | "remove")) {
+    if let Some(k) = m
+        .keys()
+        .find(|k| !matches!(k.as_str(), "add" | "set" | "remove"))
+    {
         return Err(PluginError::new(
             format!("headers.{k}"),
             "unknown field: with add, set or remove, headers holds only those",
@@ -231,7 +238,10 @@ fn compile_headers(m: &serde_json::Map<String, Value>) -> Result<Headers, Plugin
                 !n.trim().is_empty() && !n.trim().contains(char::is_whitespace) && !v.contains(':')
             });
             let Some((name, value)) = parsed else {
-                return Err(PluginError::new(p, "must be \"Name: value\" (no ':' in the value)"));
+                return Err(PluginError::new(
+                    p,
+                    "must be \"Name: value\" (no ':' in the value)",
+                ));
             };
             let name = header_name(&p, name)?;
             let val = h.value(&p, value.trim())?;
@@ -246,7 +256,8 @@ fn compile_headers(m: &serde_json::Map<String, Value>) -> Result<Headers, Plugin
     }
     if let Some(remove) = m.get("remove") {
         for (i, n) in names("headers.remove", remove)?.iter().enumerate() {
-            h.remove.push(header_name(&format!("headers.remove[{i}]"), n)?);
+            h.remove
+                .push(header_name(&format!("headers.remove[{i}]"), n)?);
         }
     }
     Ok(h)
@@ -390,7 +401,11 @@ impl ResponseRewrite {
     }
 
     /// Prepares the body change; false when the body is left as it is.
-    fn start_body(&self, resp: &mut ResponseHeader, cx: &mut PluginCtx) -> pingora_core::Result<()> {
+    fn start_body(
+        &self,
+        resp: &mut ResponseHeader,
+        cx: &mut PluginCtx,
+    ) -> pingora_core::Result<()> {
         if matches!(self.body, NewBody::Keep) || !has_body(resp) {
             return Ok(());
         }

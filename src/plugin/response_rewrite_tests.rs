@@ -39,7 +39,11 @@ fn run(p: &Arc<dyn Plugin>, status: u16, body: &str) -> (ResponseHeader, String)
 }
 
 fn h<'a>(r: &'a ResponseHeader, name: &str) -> Vec<&'a str> {
-    r.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    r.headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -66,7 +70,8 @@ fn body_headers_and_status_when_vars_hold() {
 
 #[test]
 fn base64_body_and_status() {
-    let p = build(json!({"body": "SGVsbG8gV29ybGQ=", "body_base64": true, "status_code": 201})).unwrap();
+    let p = build(json!({"body": "SGVsbG8gV29ybGQ=", "body_base64": true, "status_code": 201}))
+        .unwrap();
     let (r, body) = run(&p, 200, "x");
     assert_eq!(body, "Hello World");
     assert_eq!(r.status.as_u16(), 201);
@@ -74,8 +79,10 @@ fn base64_body_and_status() {
 
 #[test]
 fn add_set_remove_and_the_plain_map() {
-    let p = build(json!({"headers": {"add": ["Set-Cookie: a=1", "X-Old: 2"], "remove": ["X-Old"],
-                                     "set": {"X-New": "$http_x_none|$uri"}}}))
+    let p = build(
+        json!({"headers": {"add": ["Set-Cookie: a=1", "X-Old: 2"], "remove": ["X-Old"],
+                                     "set": {"X-New": "$http_x_none|$uri"}}}),
+    )
     .unwrap();
     let (r, body) = run(&p, 200, "kept");
     assert_eq!(body, "kept");
@@ -90,8 +97,10 @@ fn add_set_remove_and_the_plain_map() {
 
 #[test]
 fn filters_rewrite_the_body_chunked() {
-    let p = build(json!({"filters": [{"regex": "X-Amzn-Trace-Id", "scope": "global",
-                                      "replace": "X-Amzn-Trace-Id-Replace"}]}))
+    let p = build(
+        json!({"filters": [{"regex": "X-Amzn-Trace-Id", "scope": "global",
+                                      "replace": "X-Amzn-Trace-Id-Replace"}]}),
+    )
     .unwrap();
     let (r, body) = run(&p, 200, "{\"X-Amzn-Trace-Id\": \"Root=1\"}");
     assert_eq!(body, "{\"X-Amzn-Trace-Id-Replace\": \"Root=1\"}");
@@ -121,7 +130,10 @@ fn status_conditions() {
 #[test]
 fn bad_configurations_are_named() {
     for (conf, path) in [
-        (json!({"body": "a", "filters": [{"regex": "a", "replace": "b"}]}), "filters"),
+        (
+            json!({"body": "a", "filters": [{"regex": "a", "replace": "b"}]}),
+            "filters",
+        ),
         (json!({"body_base64": true, "body": "!!"}), "body"),
         (json!({"body_base64": true}), "body"),
         (json!({"status_code": 600}), "status_code"),
@@ -132,9 +144,18 @@ fn bad_configurations_are_named() {
         (json!({"headers": {"X": true}}), "headers.X"),
         (json!({"vars": [["http_x", "==", "a"]]}), "vars[0]"),
         (json!({"vars": [["status", "~~", "2.."]]}), "vars[0]"),
-        (json!({"filters": [{"regex": "(", "replace": "b"}]}), "filters[0].regex"),
-        (json!({"filters": [{"regex": "a", "replace": "b", "options": "jD"}]}), "filters[0].options"),
-        (json!({"filters": [{"regex": "a", "replace": "b", "scope": "all"}]}), "filters[0].scope"),
+        (
+            json!({"filters": [{"regex": "(", "replace": "b"}]}),
+            "filters[0].regex",
+        ),
+        (
+            json!({"filters": [{"regex": "a", "replace": "b", "options": "jD"}]}),
+            "filters[0].options",
+        ),
+        (
+            json!({"filters": [{"regex": "a", "replace": "b", "scope": "all"}]}),
+            "filters[0].scope",
+        ),
         (json!({"max_resp_body_size": 0}), "max_resp_body_size"),
     ] {
         assert_eq!(build(conf.clone()).unwrap_err().path, path, "{conf}");
