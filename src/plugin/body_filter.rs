@@ -55,12 +55,14 @@ impl Filter {
                 's' => b.dot_matches_new_line(true),
                 'x' => b.ignore_whitespace(true),
                 'j' | 'o' | 'u' => &mut b,
-                other => return Err((
-                    "options",
-                    format!(
+                other => {
+                    return Err((
+                        "options",
+                        format!(
                         "option {other:?} is not supported by Pylon (i, m, s, x, j, o and u are)"
                     ),
-                )),
+                    ))
+                }
             };
         }
         let re = b

@@ -129,7 +129,7 @@ impl RealIp {
                     .headers
                     .get_all(&X_FORWARDED_FOR)
                     .iter()
-                    .last()
+                    .next_back()
                     .and_then(|v| v.to_str().ok())
                 else {
                     return "";

@@ -151,7 +151,7 @@ struct ResponseRewrite {
 /// What the body phase does for one response.
 enum BodyState {
     Fixed { sent: bool },
-    Filter(super::body_filter::Held),
+    Filter(Box<super::body_filter::Held>),
 }
 
 fn header_name(path: &str, name: &str) -> Result<HeaderName, PluginError> {
@@ -425,7 +425,10 @@ impl ResponseRewrite {
                 };
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                BodyState::Filter(super::body_filter::Held::new(decoder, self.max_body))
+                BodyState::Filter(Box::new(super::body_filter::Held::new(
+                    decoder,
+                    self.max_body,
+                )))
             }
         };
         resp.remove_header(&http::header::CONTENT_ENCODING);
