@@ -400,7 +400,8 @@ impl ResponseRewrite {
         }
     }
 
-    /// Prepares the body change; false when the body is left as it is.
+    /// Prepares the body change (headers, and the state the body phase reads), unless the
+    /// response has no body or an encoding Pylon cannot decode.
     fn start_body(
         &self,
         resp: &mut ResponseHeader,
@@ -412,6 +413,7 @@ impl ResponseRewrite {
         let encoding = resp.headers.get(http::header::CONTENT_ENCODING).cloned();
         let state = match &self.body {
             NewBody::Fixed(b) => {
+                resp.remove_header(&http::header::TRANSFER_ENCODING);
                 resp.insert_header(http::header::CONTENT_LENGTH, b.len())?;
                 BodyState::Fixed { sent: false }
             }
