@@ -290,9 +290,12 @@ impl ProxyHttp for Gateway {
                 &path,
             )
             .cloned();
-        if !table.global.is_empty() {
-            ctx.global = Some(Arc::clone(&table));
-            if let Some(reply) = table
+        // Keep the table only when its global rules run later; the guard goes before any wait.
+        let global = (!table.global.is_empty()).then(|| Arc::clone(&table));
+        drop(table);
+        if let Some(global) = global {
+            ctx.global = Some(global.clone());
+            if let Some(reply) = global
                 .global
                 .before_upstream(session.req_header(), &mut ctx.plugins)
                 .await

@@ -16,20 +16,50 @@ use pylon::config::model::ConfigProvider;
 use pylon::config::StaticFile;
 
 /// Top-level keys of a resources file.
-const RESOURCE_KEYS: &[&str] = &["routes", "services", "upstreams", "ssls", "ca_certificates"];
+const RESOURCE_KEYS: &[&str] = &[
+    "routes",
+    "services",
+    "upstreams",
+    "ssls",
+    "ca_certificates",
+    "consumers",
+    "plugin_configs",
+    "global_rules",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md, then docs/*.md in name order.
-fn doc_files() -> Vec<PathBuf> {
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+/// The markdown files in `dir`, in name order.
+fn md_files(dir: &Path) -> Vec<PathBuf> {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
         .collect();
     docs.sort();
+    docs
+}
+
+/// The folders under docs/ (docs/plugins/ …): their pages are linked from the page of the
+/// same name (docs/plugins.md), not from README.md.
+fn doc_subdirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// README.md, then docs/*.md in name order, then the pages of docs' folders.
+fn doc_files() -> Vec<PathBuf> {
+    let mut docs = md_files(&repo().join("docs"));
+    for dir in doc_subdirs() {
+        docs.extend(md_files(&dir));
+    }
     let mut files = vec![repo().join("README.md")];
     files.extend(docs);
     files
@@ -415,7 +445,8 @@ fn link_targets(line: &str) -> Vec<String> {
 #[test]
 fn links_resolve_and_every_page_is_linked_from_the_readme() {
     let mut failures = Vec::new();
-    let mut readme_links = HashSet::new();
+    // Link targets by the file that links (canonical paths).
+    let mut links: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
     for path in doc_files() {
         let file = display(&path);
         let (_, prose) = parse_markdown(&file, &std::fs::read_to_string(&path).unwrap());
@@ -435,10 +466,8 @@ fn links_resolve_and_every_page_is_linked_from_the_readme() {
                     failures.push(format!("{file}:{n}: link to {target}: no such file"));
                     continue;
                 }
-                if file == "README.md" {
-                    if let Ok(canon) = resolved.canonicalize() {
-                        readme_links.insert(canon);
-                    }
+                if let (Ok(from), Ok(to)) = (path.canonicalize(), resolved.canonicalize()) {
+                    links.entry(from).or_default().insert(to);
                 }
                 let is_md = resolved.extension().is_some_and(|e| e == "md");
                 if !anchor.is_empty() && is_md && !anchors(&resolved).contains(anchor) {
@@ -450,9 +479,27 @@ fn links_resolve_and_every_page_is_linked_from_the_readme() {
             }
         }
     }
-    for page in doc_files().into_iter().skip(1) {
-        if !readme_links.contains(&page.canonicalize().unwrap()) {
+    let linked = |from: &Path, to: &Path| {
+        links
+            .get(&from.canonicalize().unwrap())
+            .is_some_and(|l| l.contains(&to.canonicalize().unwrap()))
+    };
+    let readme = repo().join("README.md");
+    for page in md_files(&repo().join("docs")) {
+        if !linked(&readme, &page) {
             failures.push(format!("README.md does not link to {}", display(&page)));
+        }
+    }
+    for dir in doc_subdirs() {
+        let index = dir.with_extension("md");
+        for page in md_files(&dir) {
+            if !linked(&index, &page) {
+                failures.push(format!(
+                    "{} does not link to {}",
+                    display(&index),
+                    display(&page)
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
