@@ -13,6 +13,8 @@ use super::PluginCtx;
 pub enum Var {
     /// `remote_addr`: the client address (after `real-ip`).
     RemoteAddr,
+    /// `remote_port`: the client's port (after `real-ip`).
+    RemotePort,
     /// `consumer_name`: the authenticated consumer's username (empty without one).
     ConsumerName,
     /// `route_id`.
@@ -44,6 +46,7 @@ impl Var {
     pub fn parse(name: &str) -> Result<Var, String> {
         Ok(match name {
             "remote_addr" | "realip_remote_addr" => Var::RemoteAddr,
+            "remote_port" => Var::RemotePort,
             "consumer_name" => Var::ConsumerName,
             "route_id" => Var::RouteId,
             "host" => Var::Host,
@@ -64,7 +67,7 @@ impl Var {
                     Var::Cookie(c.to_string())
                 } else {
                     return Err(format!(
-                        "unknown variable {name:?} (Pylon knows remote_addr, consumer_name, \
+                        "unknown variable {name:?} (Pylon knows remote_addr, remote_port, consumer_name, \
                          route_id, host, uri, request_uri, request_method, scheme, args, \
                          http_*, arg_*, cookie_*)"
                     ));
@@ -80,6 +83,11 @@ impl Var {
             Var::RemoteAddr => {
                 if let Some(ip) = cx.client_ip {
                     let _ = write!(out, "{ip}");
+                }
+            }
+            Var::RemotePort => {
+                if let Some(port) = cx.client_port {
+                    let _ = write!(out, "{port}");
                 }
             }
             Var::ConsumerName => {
