@@ -513,7 +513,15 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let client_ip = ctx.plugins.client_ip;
-        crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops, client_ip);
+        let secret_args = std::mem::take(&mut ctx.plugins.secret_args);
+        crate::ops::request_done(
+            session,
+            ctx.route.as_ref(),
+            ctx.node,
+            &ctx.ops,
+            client_ip,
+            secret_args,
+        );
         let global = ctx.global.clone();
         let route = ctx.route.clone();
         let chains = global.as_deref().map(|t| &t.global);
@@ -616,7 +624,10 @@ impl ProxyHttp for Gateway {
                 error!(
                     "{} {} -> {}: route {} upstream {} node {}: {}{}{hint}{probe}",
                     session.req_header().method,
-                    session.req_header().uri,
+                    crate::plugin::vars::mask_args(
+                        &session.req_header().uri.to_string(),
+                        &ctx.plugins.secret_args
+                    ),
                     code,
                     route.id,
                     route.upstream.id,

@@ -145,6 +145,9 @@ pub struct PluginCtx {
     pub upstream_tls: Option<bool>,
     /// Slots held until the request ends.
     pub held: Vec<Box<dyn Held>>,
+    /// Query arguments that carried a credential (`?apikey=`, `?jwt=`): their values are
+    /// masked wherever the request target is logged.
+    pub secret_args: Vec<Arc<str>>,
     /// What plugins carry from one phase of this request to a later one (the CORS headers
     /// decided from the request's `Origin`, a body being rewritten), by plugin instance.
     stash: Vec<(usize, Box<dyn Any + Send + Sync>)>,

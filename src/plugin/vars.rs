@@ -182,6 +182,25 @@ pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `target` (a path and query) with the values of the query arguments in `names` replaced
+/// by `***`, for logs: credentials sent in the query must not be written there.
+pub fn mask_args<'t>(target: &'t str, names: &[std::sync::Arc<str>]) -> std::borrow::Cow<'t, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return std::borrow::Cow::Borrowed(target);
+    };
+    if names.is_empty() {
+        return std::borrow::Cow::Borrowed(target);
+    }
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if names.iter().any(|n| **n == *k) => format!("{k}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{path}?{}", masked.join("&")))
+}
+
 /// The value of cookie `name` (RFC 6265 `Cookie: a=1; b=2`).
 pub fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
     req.headers
@@ -297,5 +316,16 @@ mod tests {
         );
         assert!(Template::parse("$nope").is_err());
         assert!(Template::parse("cost $").unwrap().is_literal());
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_masked() {
+        let names = [std::sync::Arc::from("apikey")];
+        assert_eq!(
+            mask_args("/a?x=1&apikey=s3cret&y", &names),
+            "/a?x=1&apikey=***&y"
+        );
+        assert_eq!(mask_args("/a?x=1", &[]), "/a?x=1");
+        assert_eq!(mask_args("/a", &names), "/a");
     }
 }
