@@ -191,6 +191,15 @@ pub fn credential_fields(plugin: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The secret fields of a route-side plugin configuration (APISIX's `encrypt_fields`): never
+/// returned by the API.
+pub fn plugin_secret_fields(plugin: &str) -> Option<&'static [&'static str]> {
+    match plugin {
+        "limit-count" | "limit-req" | "limit-conn" => Some(&["redis_password"]),
+        _ => None,
+    }
+}
+
 /// Fields holding private keys or their passphrases: never returned by the API.
 const SECRET_SSL_FIELDS: &[&str] = &["key", "keys", "key_passphrase"];
 const SECRET_TLS_FIELDS: &[&str] = &["client_key", "client_key_passphrase"];
@@ -226,6 +235,18 @@ pub fn redact(kind: Kind, value: &Value) -> Value {
             }
         }
         Kind::PluginConfigs | Kind::GlobalRules | Kind::CaCertificates => {}
+    }
+    if matches!(
+        kind,
+        Kind::Routes | Kind::Services | Kind::PluginConfigs | Kind::GlobalRules
+    ) {
+        if let Some(Value::Object(plugins)) = v.get_mut("plugins") {
+            for (name, conf) in plugins.iter_mut() {
+                if let Some(fields) = plugin_secret_fields(name) {
+                    strip(Some(conf), fields);
+                }
+            }
+        }
     }
     drop_key_material(&mut v);
     v
@@ -311,6 +332,9 @@ mod tests {
         let pasted = json!({"cert": block("PRIVATE KEY"), "certs": [block("RSA PRIVATE KEY")]});
         let out = redact(Kind::CaCertificates, &pasted);
         assert!(!out.to_string().contains("PRIVATE"), "{out}");
+        let route = json!({"plugins": {"limit-count": {"count": 1, "redis_password": "pw"}}});
+        let out = redact(Kind::Routes, &route);
+        assert_eq!(out["plugins"]["limit-count"], json!({"count": 1}));
     }
 
     #[test]

@@ -17,11 +17,16 @@
 //! Adding a plugin: one new file here and one line in [`registry::REGISTRY`].
 
 pub mod consumer;
+pub mod redis;
 pub mod registry;
 pub mod vars;
 
 pub mod key_auth;
+pub mod limit_conn;
 pub mod limit_count;
+pub mod limit_count_redis;
+pub mod limit_req;
+pub mod limit_req_redis;
 pub mod proxy_rewrite;
 
 use std::net::IpAddr;

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{consumer, key_auth, limit_count, proxy_rewrite, Consumer, Entry, Plugin};
+use super::{
+    consumer, key_auth, limit_conn, limit_count, limit_req, proxy_rewrite, Consumer, Entry, Plugin,
+};
 
 /// A problem in one plugin's configuration, at a path relative to that configuration
 /// (`count`, `headers.set`); the caller prefixes where the plugin map is.
@@ -50,7 +52,13 @@ pub struct Spec {
 }
 
 /// Every plugin Pylon has. A new plugin adds its line here.
-pub static REGISTRY: &[Spec] = &[key_auth::SPEC, limit_count::SPEC, proxy_rewrite::SPEC];
+pub static REGISTRY: &[Spec] = &[
+    key_auth::SPEC,
+    limit_count::SPEC,
+    proxy_rewrite::SPEC,
+    limit_req::SPEC,
+    limit_conn::SPEC,
+];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
