@@ -110,9 +110,7 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
         Gateway::start(&d2, &resources),
     ];
 
-    let answers: Vec<Answer> = (0..8)
-        .map(|i| get(&gws[i % 2].url("/r"), &[]))
-        .collect();
+    let answers: Vec<Answer> = (0..8).map(|i| get(&gws[i % 2].url("/r"), &[])).collect();
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     let remaining: Vec<&str> = answers
@@ -127,7 +125,11 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&reset), "reset {reset}");
-    assert_eq!(origin.traffic(), 5, "rejected requests never reach the origin");
+    assert_eq!(
+        origin.traffic(),
+        5,
+        "rejected requests never reach the origin"
+    );
 
     // One counter in the configured database, named the same by both gateways, with the
     // window as its time to live.
@@ -135,7 +137,11 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys, ["plugin-limit-count:v1:route/shared:5:60:127.0.0.1"]);
     assert_eq!(redis.cli(&["-n", "2", "get", keys[0]]).trim(), "8");
-    let ttl: i64 = redis.cli(&["-n", "2", "ttl", keys[0]]).trim().parse().unwrap();
+    let ttl: i64 = redis
+        .cli(&["-n", "2", "ttl", keys[0]])
+        .trim()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&ttl), "ttl {ttl}");
 
     let statuses: Vec<u16> = (0..4)
@@ -149,7 +155,10 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
     );
 
     for gw in &gws {
-        assert!(!gw.log().contains("fleet-s3cret"), "the password is never logged");
+        assert!(
+            !gw.log().contains("fleet-s3cret"),
+            "the password is never logged"
+        );
     }
 }
 
@@ -180,7 +189,10 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
     // Up: both count.
     for path in ["/strict", "/degrade"] {
         let a = get(&gw.url(path), &[]);
-        assert_eq!((a.status, a.header("x-ratelimit-remaining")), (200, Some("99")));
+        assert_eq!(
+            (a.status, a.header("x-ratelimit-remaining")),
+            (200, Some("99"))
+        );
     }
     // A Redis nobody listens on: APISIX's 500.
     let a = get(&gw.url("/never"), &[]);
@@ -189,7 +201,9 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
 
     // Redis goes away after the connection was made.
     redis.kill();
-    assert!(wait_until(Duration::from_secs(10), || !listening(redis.port)));
+    assert!(wait_until(Duration::from_secs(10), || !listening(
+        redis.port
+    )));
     for _ in 0..2 {
         let a = get(&gw.url("/strict"), &[]);
         assert_eq!(
@@ -198,10 +212,17 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
         );
         let a = get(&gw.url("/degrade"), &[]);
         assert_eq!((a.status, a.body.as_str()), (200, "origin"));
-        assert_eq!(a.header("x-ratelimit-remaining"), None, "no counter, no quota");
+        assert_eq!(
+            a.header("x-ratelimit-remaining"),
+            None,
+            "no counter, no quota"
+        );
     }
     let log = gw.log();
-    assert!(log.contains("Redis 127.0.0.1:"), "the failure is logged:\n{log}");
+    assert!(
+        log.contains("Redis 127.0.0.1:"),
+        "the failure is logged:\n{log}"
+    );
     assert!(!log.contains("down-s3cret"), "the password is never logged");
 }
 
@@ -236,7 +257,9 @@ fn limit_req_rejects_beyond_the_burst_and_delays_within_it() {
     );
     let gw = Gateway::start(dir.path(), &resources);
 
-    let statuses: Vec<u16> = (0..4).map(|_| get(&gw.url("/strict"), &[]).status).collect();
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| get(&gw.url("/strict"), &[]).status)
+        .collect();
     assert_eq!(statuses, [200, 429, 429, 429]);
 
     // nodelay: the burst goes through at once, beyond it 503 with no body.
@@ -258,7 +281,7 @@ fn limit_req_rejects_beyond_the_burst_and_delays_within_it() {
     let b = timed(url.clone());
     std::thread::sleep(Duration::from_millis(200));
     let c = timed(url);
-    let mut results = vec![b.join().unwrap(), c.join().unwrap()];
+    let mut results = [b.join().unwrap(), c.join().unwrap()];
     results.sort_by_key(|(a, _)| a.status);
     let (ok, ok_took) = &results[0];
     let (rejected, _) = &results[1];
@@ -333,7 +356,7 @@ fn limit_conn_limits_concurrent_requests_and_releases_them() {
     let second = timed(gw.url("/delayed"));
     std::thread::sleep(Duration::from_millis(200));
     let third = timed(gw.url("/delayed"));
-    let mut results = vec![second.join().unwrap(), third.join().unwrap()];
+    let mut results = [second.join().unwrap(), third.join().unwrap()];
     results.sort_by_key(|(a, _)| a.status);
     assert_eq!(first.join().unwrap(), 200);
     let (ok, took) = &results[0];

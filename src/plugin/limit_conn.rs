@@ -364,7 +364,10 @@ mod tests {
             b
         };
         assert_eq!(err(with("conn", json!(0))).path, "conn");
-        assert_eq!(err(with("default_conn_delay", json!(0))).path, "default_conn_delay");
+        assert_eq!(
+            err(with("default_conn_delay", json!(0))).path,
+            "default_conn_delay"
+        );
         assert_eq!(err(with("burst", json!(-1))).path, "burst");
         assert_eq!(err(with("key_type", json!("constant"))).path, "key_type");
         assert_eq!(err(with("policy", json!("redis"))).path, "policy");

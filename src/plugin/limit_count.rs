@@ -229,10 +229,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
         "redis-cluster" | "redis-sentinel" => {
             return Err(PluginError::new(
                 "policy",
-                format!(
-                    "{:?} is not supported by Pylon (local, redis)",
-                    c.policy
-                ),
+                format!("{:?} is not supported by Pylon (local, redis)", c.policy),
             ))
         }
         other => {

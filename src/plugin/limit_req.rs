@@ -110,9 +110,7 @@ impl LeakyBuckets {
     /// `None` when it is over `burst` (the bucket is then left as it was).
     pub fn incoming(&self, key: &str, rate: f64, burst: f64, now: Instant) -> Option<u64> {
         let shard = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize) % SHARDS;
-        let mut map = self.shards[shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 4096 {
             // A bucket that has drained completely acts as no bucket.
             map.retain(|_, (excess, last)| {
@@ -168,7 +166,10 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
     let (rate, burst) = (c.rate * 1000.0, c.burst * 1000.0);
     let (store, prefix) = match c.policy.as_str() {
         "local" => (
-            Store::Local(keep(format!("limit-req/{}/{v}", env.owner), LeakyBuckets::new)),
+            Store::Local(keep(
+                format!("limit-req/{}/{v}", env.owner),
+                LeakyBuckets::new,
+            )),
             String::new(),
         ),
         "redis" => (
@@ -328,7 +329,10 @@ mod tests {
         let env = Env::new(&consumers);
         let err = |v: Value| compile(&v, &env).unwrap_err();
         let e = err(json!({"rate": 0, "burst": 1, "key": "remote_addr"}));
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("rate", "must be > 0"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("rate", "must be > 0")
+        );
         let e = err(json!({"rate": 1, "burst": -1, "key": "remote_addr"}));
         assert_eq!(e.path, "burst");
         let e = err(json!({"rate": 1, "burst": 1}));
@@ -337,9 +341,14 @@ mod tests {
         assert_eq!(e.path, "key_type");
         let e = err(json!({"rate": 1, "burst": 1, "key": "remote_addr", "policy": "redis"}));
         assert_eq!(e.path, "redis_host");
-        let e = err(json!({"rate": 1, "burst": 1, "key": "remote_addr", "policy": "redis-cluster"}));
+        let e =
+            err(json!({"rate": 1, "burst": 1, "key": "remote_addr", "policy": "redis-cluster"}));
         assert_eq!(e.path, "policy");
         assert!(e.message.contains("not supported by Pylon"), "{e}");
-        assert!(compile(&json!({"rate": 0.5, "burst": 0, "key": "remote_addr"}), &env).is_ok());
+        assert!(compile(
+            &json!({"rate": 0.5, "burst": 0, "key": "remote_addr"}),
+            &env
+        )
+        .is_ok());
     }
 }

@@ -335,8 +335,7 @@ mod tests {
 
     #[test]
     fn redis_fields_are_split_off_with_defaults() {
-        let (rest, r) =
-            RedisConf::split(&json!({"count": 1, "redis_host": "127.0.0.1"})).unwrap();
+        let (rest, r) = RedisConf::split(&json!({"count": 1, "redis_host": "127.0.0.1"})).unwrap();
         assert_eq!(rest, json!({"count": 1}));
         assert_eq!(r.redis_port, 6379);
         assert_eq!((r.redis_database, r.redis_timeout), (0, 1000));
