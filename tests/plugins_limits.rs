@@ -19,14 +19,31 @@ use common::*;
 struct Redis {
     port: u16,
     password: String,
+    /// The CA redis-cli trusts, for a TLS Redis.
+    tls_ca: Option<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     fn start(dir: &Path, password: &str) -> Redis {
+        Redis::start_with(dir, password, None)
+    }
+
+    /// With `tls`, Redis listens with TLS only, with `pki`'s server certificate.
+    fn start_with(dir: &Path, password: &str, tls: Option<&Pki>) -> Redis {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(pki) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cert-file", &pki.path("server.crt")])
+                .args(["--tls-key-file", &pki.path("server.key")])
+                .args(["--tls-ca-cert-file", &pki.path("ca.crt")])
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--requirepass", password])
             .arg("--dir")
@@ -39,6 +56,7 @@ impl Redis {
         let r = Redis {
             port,
             password: password.to_string(),
+            tls_ca: tls.map(|p| p.path("ca.crt")),
             child: Some(child),
         };
         assert!(
@@ -52,7 +70,11 @@ impl Redis {
 
     /// `redis-cli <args>`: its standard output.
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut cmd = Command::new("redis-cli");
+        if let Some(ca) = &self.tls_ca {
+            cmd.args(["--tls", "--cacert", ca]);
+        }
+        let out = cmd
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .env("REDISCLI_AUTH", &self.password)
             .args(args)
@@ -224,6 +246,48 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
         "the failure is logged:\n{log}"
     );
     assert!(!log.contains("down-s3cret"), "the password is never logged");
+}
+
+#[test]
+fn limit_count_over_tls_verifies_redis_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+    let pki = Pki::new(&dir.path().join("pki"), "localhost");
+    let redis = Redis::start_with(dir.path(), "tls-s3cret", Some(&pki));
+    let origin = HttpOrigin::start("origin");
+    let limit = |extra: &str| {
+        format!(
+            "      limit-count: {{ count: 3, time_window: 60, policy: redis, redis_host: 127.0.0.1, redis_port: {}, redis_password: tls-s3cret, redis_ssl: true{extra} }}\n",
+            redis.port
+        )
+    };
+    let resources = format!(
+        "routes:\n{}{}",
+        origin_route("verified", "/verified", &limit(""), &origin),
+        origin_route(
+            "unverified",
+            "/unverified",
+            &limit(", redis_ssl_verify: false"),
+            &origin
+        ),
+    );
+    let gw = Gateway::start(dir.path(), &resources);
+    // The test CA is not one the system trusts: verification (the default) fails.
+    let a = get(&gw.url("/verified"), &[]);
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (500, "{\"error_msg\":\"failed to limit count\"}\n")
+    );
+    // Without verification the connection is encrypted and counts.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| get(&gw.url("/unverified"), &[]).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 503]);
+    let keys = redis.cli(&["--scan", "--pattern", "plugin-limit-count:*"]);
+    assert_eq!(
+        keys.trim(),
+        "plugin-limit-count:v1:route/unverified:3:60:127.0.0.1"
+    );
 }
 
 #[test]
