@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ops::{listening, wait_until};
+use common::ops::{listening, wait_until, Pylon};
 use common::origins::HttpOrigin;
 use common::plugins::{get, Answer};
 use common::*;
@@ -97,6 +97,25 @@ impl Drop for Redis {
     }
 }
 
+/// A gateway serving from three single-thread runtimes (`threads: 3`, `work_stealing:
+/// false`), so that requests reach the Redis connection from several runtimes; with
+/// `env` for the process.
+fn multi_runtime_gateway(dir: &Path, resources: &str, env: &[(&str, &str)]) -> Pylon {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let conf = dir.join("pylon.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "gateway:\n  listen: [\"127.0.0.1:{port}\"]\n  threads: 3\n  work_stealing: false\n  pid_file: {d}/pylon.pid\n  upgrade_sock: {d}/upgrade.sock\nresources: resources.yaml\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("resources.yaml"), resources).unwrap();
+    Pylon::spawn(dir, &conf, port, "pylon", &[], env)
+}
+
 fn origin_route(id: &str, uri: &str, plugin: &str, origin: &HttpOrigin) -> String {
     format!(
         "  - id: {id}\n    uri: {uri}\n    plugins:\n{plugin}    upstream: {{ nodes: {{\"127.0.0.1:{p}\": 1}} }}\n",
@@ -124,15 +143,19 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
         origin_route("shared", "/r", &plugin, &origin),
         origin_route("req", "/req", &req_plugin, &origin)
     );
-    let (d1, d2) = (dir.path().join("gw1"), dir.path().join("gw2"));
+    let d1 = dir.path().join("gw1");
     std::fs::create_dir_all(&d1).unwrap();
-    std::fs::create_dir_all(&d2).unwrap();
-    let gws = [
-        Gateway::start(&d1, &resources),
-        Gateway::start(&d2, &resources),
-    ];
+    let gw1 = Gateway::start(&d1, &resources);
+    let gw2 = multi_runtime_gateway(&dir.path().join("gw2"), &resources, &[]);
+    let urls = |path: &str| {
+        [
+            gw1.url(path),
+            format!("http://127.0.0.1:{}{path}", gw2.port),
+        ]
+    };
 
-    let answers: Vec<Answer> = (0..8).map(|i| get(&gws[i % 2].url("/r"), &[])).collect();
+    let r = urls("/r");
+    let answers: Vec<Answer> = (0..8).map(|i| get(&r[i % 2], &[])).collect();
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     let remaining: Vec<&str> = answers
@@ -166,9 +189,8 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
         .unwrap();
     assert!((1..=60).contains(&ttl), "ttl {ttl}");
 
-    let statuses: Vec<u16> = (0..4)
-        .map(|i| get(&gws[i % 2].url("/req"), &[]).status)
-        .collect();
+    let req = urls("/req");
+    let statuses: Vec<u16> = (0..4).map(|i| get(&req[i % 2], &[]).status).collect();
     assert_eq!(statuses, [200, 200, 503, 503]);
     let keys = redis.cli(&["--scan", "--pattern", "limit_req:*"]);
     assert_eq!(
@@ -176,9 +198,9 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
         "limit_req:plugin-limit-req:route/req:0.1:1:127.0.0.1"
     );
 
-    for gw in &gws {
+    for log in [gw1.log(), gw2.log()] {
         assert!(
-            !gw.log().contains("fleet-s3cret"),
+            !log.contains("fleet-s3cret"),
             "the password is never logged"
         );
     }
@@ -252,7 +274,7 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
 fn limit_count_over_tls_verifies_redis_by_default() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pki")).unwrap();
-    let pki = Pki::new(&dir.path().join("pki"), "localhost");
+    let pki = Pki::new(&dir.path().join("pki"), "127.0.0.1");
     let redis = Redis::start_with(dir.path(), "tls-s3cret", Some(&pki));
     let origin = HttpOrigin::start("origin");
     let limit = |extra: &str| {
@@ -272,6 +294,14 @@ fn limit_count_over_tls_verifies_redis_by_default() {
         ),
     );
     let gw = Gateway::start(dir.path(), &resources);
+    // A gateway whose OpenSSL trusts the test CA (SSL_CERT_FILE), as an operator adds a
+    // private CA to the system's bundle.
+    let ca = pki.path("ca.crt");
+    let trusting = multi_runtime_gateway(
+        &dir.path().join("trusting"),
+        &resources,
+        &[("SSL_CERT_FILE", &ca)],
+    );
     // The test CA is not one the system trusts: verification (the default) fails.
     let a = get(&gw.url("/verified"), &[]);
     assert_eq!(
@@ -288,6 +318,10 @@ fn limit_count_over_tls_verifies_redis_by_default() {
         keys.trim(),
         "plugin-limit-count:v1:route/unverified:3:60:127.0.0.1"
     );
+    // Verified against a trusted CA, for the certificate's address.
+    let url = format!("http://127.0.0.1:{}/verified", trusting.port);
+    let statuses: Vec<u16> = (0..4).map(|_| get(&url, &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 503], "{}", trusting.log());
 }
 
 #[test]
