@@ -9,6 +9,7 @@ every round). It prints markdown tables on stdout; progress goes to stderr.
 Targets (each with one worker process/thread, access log off):
   direct   wrk -> plain-HTTP nginx answering the origin's body (no proxy: the rig's ceiling)
   pylon    wrk -> Pylon   -> HTTPS + client certificate -> origin
+  pylon_plugins  as pylon, the route with key-auth + limit-count (local) + proxy-rewrite
   nginx    wrk -> nginx   -> HTTPS + client certificate -> origin
   haproxy  wrk -> HAProxy -> HTTPS + client certificate -> origin
 The target runs on BENCH_PROXY_CPU; wrk and the origin(s) share BENCH_LOAD_CPU.
@@ -31,7 +32,7 @@ Environment (defaults in brackets):
   BENCH_CONNECTIONS  wrk connections in the default scenarios [32]
   BENCH_WRK_THREADS  wrk threads [1]
   BENCH_SCENARIOS    comma list of single, weighted, c256 [all three]
-  BENCH_TARGETS      comma list of direct, pylon, pylon_ws, nginx, haproxy [all five]
+  BENCH_TARGETS      comma list of direct, pylon, pylon_ws, pylon_plugins, nginx, haproxy [all six]
   BENCH_PROXY_CPU    CPU for the target [0];  BENCH_LOAD_CPU  CPU for wrk + origins [1]
   BENCH_KEEP         1 = run.sh keeps the work folder (generated configs, logs) [0]
 """
@@ -51,7 +52,20 @@ from report import NOTES, machine, parse_wrk, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BODY = b"Hello API7!"
-ALL_TARGETS = ["direct", "pylon", "pylon_ws", "nginx", "haproxy"]
+ALL_TARGETS = ["direct", "pylon", "pylon_ws", "pylon_plugins", "nginx", "haproxy"]
+# Every request carries this header (wrk and the readiness probe); pylon_plugins' key-auth
+# checks it, the other targets ignore it.
+API_KEY = "bench-key-0123456789"
+# pylon_plugins: the route's plugins (issue 13's benchmark: key-auth + limit-count (local,
+# never reached) + proxy-rewrite), and the consumer key-auth looks up.
+PLUGINS = """    plugins:
+      key-auth: {}
+      limit-count: { count: 1000000000, time_window: 60 }
+      proxy-rewrite: { uri: /hello, headers: { set: { X-Gateway: pylon } } }"""
+CONSUMERS = f"""consumers:
+  - username: bench
+    plugins:
+      key-auth: {{ key: {API_KEY} }}"""
 
 
 def log(msg):
@@ -189,7 +203,8 @@ class Procs:
     """Started processes, stopped in reverse order; pids also go to DIR/pids for run.sh's trap."""
 
     # Fast shutdown for each: nginx and HAProxy on SIGTERM, Pingora on SIGINT.
-    STOP_SIGNAL = {"pylon": signal.SIGINT, "pylon_ws": signal.SIGINT}
+    STOP_SIGNAL = {"pylon": signal.SIGINT, "pylon_ws": signal.SIGINT,
+                   "pylon_plugins": signal.SIGINT}
 
     def __init__(self, settings):
         self.s = settings
@@ -282,7 +297,7 @@ def render(template, out_name, settings, **values):
 def http_ok(port):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        conn.request("GET", "/hello")
+        conn.request("GET", "/hello", headers={"apikey": API_KEY})
         resp = conn.getresponse()
         body = resp.read()
     finally:
@@ -350,14 +365,17 @@ def start_target(procs, name, nodes, pool_size):
         subprocess.run(["haproxy", "-c", "-q", "-f", conf], check=True)
         proc = procs.start("haproxy", ["haproxy", "-db", "-f", conf], s.proxy_cpu)
         procs.ready("haproxy", proc, probe)
-    elif name in ("pylon", "pylon_ws"):
+    elif name in ("pylon", "pylon_ws", "pylon_plugins"):
         node_lines = "\n".join(f"      - {{host: 127.0.0.1, port: {p}, weight: {w}}}"
                                for p, w in nodes)
-        render("pylon-resources.yaml.tmpl", "pylon-resources.yaml", s, NODES=node_lines)
+        plugins = name == "pylon_plugins"
+        render("pylon-resources.yaml.tmpl", f"{name}-resources.yaml", s, NODES=node_lines,
+               PLUGINS=PLUGINS if plugins else "", CONSUMERS=CONSUMERS if plugins else "")
         # "pylon": Pingora's per-thread runtimes (work_stealing: false, measured faster);
         # "pylon_ws": the work-stealing runtime, Pingora's default.
         conf = render("pylon.yaml.tmpl", f"{name}.yaml", s, PORT=port, POOL_SIZE=pool_size,
-                      WORK_STEALING="true" if name == "pylon_ws" else "false")
+                      WORK_STEALING="true" if name == "pylon_ws" else "false",
+                      RESOURCES=f"{name}-resources.yaml")
         subprocess.run([s.pylon, "check", "-c", conf], check=True, stdout=subprocess.DEVNULL)
         # Pylon logs at info to stderr by default: warn keeps the log out of the measurement.
         proc = procs.start(name, [s.pylon, "run", "-c", conf], s.proxy_cpu,
@@ -374,7 +392,7 @@ def run_wrk(procs, port, connections, seconds):
     s = procs.s
     argv = ["taskset", "-c", s.load_cpu, "wrk", "--latency", "-t", str(s.wrk_threads),
             "-c", str(connections), "-d", f"{seconds}s", "--timeout", "2s",
-            f"http://127.0.0.1:{port}/hello"]
+            "-H", f"apikey: {API_KEY}", f"http://127.0.0.1:{port}/hello"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs.record(proc.pid, "wrk")
     try:

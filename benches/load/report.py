@@ -45,6 +45,7 @@ LABELS = {
     "direct": "direct (no proxy)",
     "pylon": "Pylon",
     "pylon_ws": "Pylon (work_stealing: true)",
+    "pylon_plugins": "Pylon + key-auth, limit-count, proxy-rewrite",
     "nginx": "nginx",
     "haproxy": "HAProxy",
 }
