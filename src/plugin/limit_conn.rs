@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::limit_count::Key;
-use super::redis::RedisConf;
+use super::redis::{check_policy, RedisConf};
 use super::registry::{keep, parse, Env, PluginError, Spec};
 use super::{Flow, Held, Phases, Plugin, PluginCtx, Reply};
 
@@ -200,7 +200,8 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             "not supported by Pylon: use conn, burst and key",
         ));
     }
-    // APISIX's `redis_*` fields belong to the redis policy, refused below.
+    check_policy(v, &["local"], &["local", "redis", "redis-cluster"])?;
+    // APISIX's `redis_*` fields belong to the redis policies, refused above.
     let (own, _) = RedisConf::split(v)?;
     let c: Conf = parse(&own)?;
     if c.conn == 0 {
@@ -214,24 +215,6 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
     }
     if c.rejected_msg.as_deref() == Some("") {
         return Err(PluginError::new("rejected_msg", "must not be empty"));
-    }
-    match c.policy.as_str() {
-        "local" => {}
-        "redis" | "redis-cluster" => {
-            return Err(PluginError::new(
-                "policy",
-                format!(
-                    "{:?} is not supported by Pylon for limit-conn (local)",
-                    c.policy
-                ),
-            ))
-        }
-        other => {
-            return Err(PluginError::new(
-                "policy",
-                format!("{other:?} is not one of local, redis, redis-cluster"),
-            ))
-        }
     }
     let key = match c.key_type.as_str() {
         "var" | "var_combination" => Key::parse(&c.key_type, &c.key)?,

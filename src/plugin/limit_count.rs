@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::limit_count_redis::RedisWindows;
-use super::redis::RedisConf;
+use super::redis::{check_policy, RedisConf};
 use super::registry::{keep, parse, Env, PluginError, Spec};
 use super::vars::{Template, Var};
 use super::{Flow, Phases, Plugin, PluginCtx, Reply};
@@ -188,6 +188,11 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             "not supported by Pylon: use count and time_window",
         ));
     }
+    check_policy(
+        v,
+        &["local", "redis"],
+        &["local", "redis", "redis-cluster", "redis-sentinel"],
+    )?;
     let (own, redis) = RedisConf::split(v)?;
     let c: Conf = parse(&own)?;
     if c.count == 0 {
@@ -226,16 +231,10 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             redis.client()?,
             Duration::from_secs(c.time_window),
         )),
-        "redis-cluster" | "redis-sentinel" => {
-            return Err(PluginError::new(
-                "policy",
-                format!("{:?} is not supported by Pylon (local, redis)", c.policy),
-            ))
-        }
         other => {
             return Err(PluginError::new(
                 "policy",
-                format!("{other:?} is not one of local, redis, redis-cluster, redis-sentinel"),
+                format!("{other:?} is not supported by Pylon (local, redis)"),
             ))
         }
     };
@@ -373,5 +372,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "rejected_code");
+        let cluster = json!({"count": 2, "time_window": 1, "policy": "redis-cluster",
+            "redis_cluster_nodes": ["127.0.0.1:7000"], "redis_cluster_name": "c"});
+        let e = compile(&cluster, &env).unwrap_err();
+        assert_eq!(e.path, "policy");
+        assert!(e.message.contains("not supported by Pylon"), "{e}");
+        let e = compile(
+            &json!({"count": 2, "time_window": 1, "policy": "redis"}),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("redis_host", "required with policy: redis")
+        );
+        let ok = json!({"count": 2, "time_window": 1, "policy": "redis",
+            "redis_host": "127.0.0.1", "redis_password": "pw"});
+        let plugin = compile(&ok, &env).unwrap();
+        assert!(!format!("{plugin:?}").contains("pw\""), "{plugin:?}");
     }
 }

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::limit_count::Key;
 use super::limit_req_redis::RedisBuckets;
-use super::redis::RedisConf;
+use super::redis::{check_policy, RedisConf};
 use super::registry::{keep, parse, Env, PluginError, Spec};
 use super::{Flow, Phases, Plugin, PluginCtx, Reply};
 
@@ -149,6 +149,7 @@ fn elapsed_ms(now: Instant, last: Instant) -> f64 {
 }
 
 fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
+    check_policy(v, &["local", "redis"], &["local", "redis", "redis-cluster"])?;
     let (own, redis) = RedisConf::split(v)?;
     let c: Conf = parse(&own)?;
     if !(c.rate > 0.0 && c.rate.is_finite()) {
@@ -176,16 +177,10 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             Store::Redis(RedisBuckets::new(redis.client()?, rate, burst)),
             RedisBuckets::prefix(&env.owner, c.rate, c.burst),
         ),
-        "redis-cluster" => {
-            return Err(PluginError::new(
-                "policy",
-                "\"redis-cluster\" is not supported by Pylon (local, redis)",
-            ))
-        }
         other => {
             return Err(PluginError::new(
                 "policy",
-                format!("{other:?} is not one of local, redis, redis-cluster"),
+                format!("{other:?} is not supported by Pylon (local, redis)"),
             ))
         }
     };

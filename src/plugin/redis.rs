@@ -1,4 +1,5 @@
-//! Redis for plugins that share state across a fleet (`limit-count` with `policy: redis`).
+//! Redis for plugins that share state across a fleet (`limit-count` and `limit-req` with
+//! `policy: redis`).
 //!
 //! The connection settings are APISIX's `redis_*` plugin fields ([`RedisConf`]). Compiling a
 //! plugin builds a [`RedisClient`] once (no connection yet); the first request connects.
@@ -168,6 +169,31 @@ impl RedisConf {
         let timeout = Duration::from_millis(self.redis_timeout);
         Ok(keep(id, || RedisClient::new(info, label, timeout)))
     }
+}
+
+/// Refuses a `policy` (a string in `v`) outside `apisix`, or one in `apisix` that Pylon
+/// does not have (`pylon`), before any other field is read: `policy: redis-cluster` is
+/// named as such, not through its `redis_cluster_nodes` field. A missing or non-string
+/// `policy` is left to the plugin's schema.
+///
+/// Errors: at `policy`.
+pub fn check_policy(v: &Value, pylon: &[&str], apisix: &[&str]) -> Result<(), PluginError> {
+    let Some(p) = v.get("policy").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if !apisix.contains(&p) {
+        return Err(PluginError::new(
+            "policy",
+            format!("{p:?} is not one of {}", apisix.join(", ")),
+        ));
+    }
+    if !pylon.contains(&p) {
+        return Err(PluginError::new(
+            "policy",
+            format!("{p:?} is not supported by Pylon ({})", pylon.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a Redis command gave no answer.
