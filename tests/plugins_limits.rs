@@ -129,13 +129,13 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
     let redis = Redis::start(dir.path(), "fleet-s3cret");
     let origin = HttpOrigin::start("origin");
     let plugin = format!(
-        "      limit-count:\n        count: 5\n        time_window: 60\n        rejected_code: 429\n        policy: redis\n        redis_host: 127.0.0.1\n        redis_port: {}\n        redis_password: fleet-s3cret\n        redis_database: 2\n        redis_timeout: 2000\n",
+        "      limit-count:\n        count: 5\n        time_window: 60\n        rejected_code: 429\n        policy: redis\n        redis_host: 127.0.0.1\n        redis_port: {}\n        redis_password: fleet-s3cret\n        redis_database: 2\n        redis_timeout: 5000\n",
         redis.port
     );
     // limit-req with policy: redis too: 0.1 r/s with a burst of 1 and nodelay lets two
     // requests through in all, whichever gateway they reach.
     let req_plugin = format!(
-        "      limit-req: {{ rate: 0.1, burst: 1, key: remote_addr, nodelay: true, policy: redis, redis_host: 127.0.0.1, redis_port: {}, redis_password: fleet-s3cret }}\n",
+        "      limit-req: {{ rate: 0.1, burst: 1, key: remote_addr, nodelay: true, policy: redis, redis_host: 127.0.0.1, redis_port: {}, redis_password: fleet-s3cret, redis_timeout: 5000 }}\n",
         redis.port
     );
     let resources = format!(
@@ -157,7 +157,13 @@ fn limit_count_with_redis_is_shared_by_two_gateways() {
     let r = urls("/r");
     let answers: Vec<Answer> = (0..8).map(|i| get(&r[i % 2], &[])).collect();
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429, 429],
+        "{}\n{}",
+        gw1.log(),
+        gw2.log()
+    );
     let remaining: Vec<&str> = answers
         .iter()
         .map(|a| a.header("x-ratelimit-remaining").unwrap())
@@ -213,7 +219,7 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
     let origin = HttpOrigin::start("origin");
     let limit = |extra: &str, port: u16| {
         format!(
-            "      limit-count:\n        count: 100\n        time_window: 60\n        policy: redis\n        redis_host: 127.0.0.1\n        redis_port: {port}\n        redis_password: down-s3cret\n        redis_timeout: 500\n{extra}"
+            "      limit-count:\n        count: 100\n        time_window: 60\n        policy: redis\n        redis_host: 127.0.0.1\n        redis_port: {port}\n        redis_password: down-s3cret\n        redis_timeout: 5000\n{extra}"
         )
     };
     let nobody = free_port();
@@ -235,7 +241,9 @@ fn limit_count_with_redis_down_answers_500_or_degrades() {
         let a = get(&gw.url(path), &[]);
         assert_eq!(
             (a.status, a.header("x-ratelimit-remaining")),
-            (200, Some("99"))
+            (200, Some("99")),
+            "{}",
+            gw.log()
         );
     }
     // A Redis nobody listens on: APISIX's 500.
@@ -279,7 +287,7 @@ fn limit_count_over_tls_verifies_redis_by_default() {
     let origin = HttpOrigin::start("origin");
     let limit = |extra: &str| {
         format!(
-            "      limit-count: {{ count: 3, time_window: 60, policy: redis, redis_host: 127.0.0.1, redis_port: {}, redis_password: tls-s3cret, redis_ssl: true{extra} }}\n",
+            "      limit-count: {{ count: 3, time_window: 60, policy: redis, redis_host: 127.0.0.1, redis_port: {}, redis_password: tls-s3cret, redis_ssl: true, redis_timeout: 5000{extra} }}\n",
             redis.port
         )
     };
@@ -312,7 +320,7 @@ fn limit_count_over_tls_verifies_redis_by_default() {
     let statuses: Vec<u16> = (0..4)
         .map(|_| get(&gw.url("/unverified"), &[]).status)
         .collect();
-    assert_eq!(statuses, [200, 200, 200, 503]);
+    assert_eq!(statuses, [200, 200, 200, 503], "{}", gw.log());
     let keys = redis.cli(&["--scan", "--pattern", "plugin-limit-count:*"]);
     assert_eq!(
         keys.trim(),
@@ -416,7 +424,8 @@ fn limit_conn_limits_concurrent_requests_and_releases_them() {
         ),
     );
     let gw = Gateway::start(dir.path(), &resources);
-    origin.set_delay_ms(2500);
+    // Slow enough that all five are in flight together even on a loaded machine.
+    origin.set_delay_ms(5000);
 
     // Five at once: two go through, one waits then goes through, two are rejected.
     let clients: Vec<_> = (0..5)
@@ -438,7 +447,7 @@ fn limit_conn_limits_concurrent_requests_and_releases_them() {
 
     // One held open; the next waits one default_conn_delay (1 s) before its upstream
     // request; a third is over conn + burst.
-    origin.set_delay_ms(2000);
+    origin.set_delay_ms(4000);
     let seen = origin.traffic();
     let url = gw.url("/delayed");
     let first = std::thread::spawn(move || get(&url, &[]).status);
@@ -460,8 +469,8 @@ fn limit_conn_limits_concurrent_requests_and_releases_them() {
     let (ok, took) = &results[0];
     assert_eq!(ok.status, 200);
     assert!(
-        *took >= Duration::from_millis(2950),
-        "waited 1 s, then the origin's 2 s: {took:?}"
+        *took >= Duration::from_millis(4950),
+        "waited 1 s, then the origin's 4 s: {took:?}"
     );
     let (rejected, _) = &results[1];
     assert_eq!(
