@@ -1,30 +1,35 @@
-//! The admin API: routes, services, upstreams, SSL objects and CA certificates changed at run
-//! time, in the style of Apache APISIX's Admin API v3, persisted to the resources file, or,
-//! with `gateway.config_provider: etcd`, written to etcd ([`etcd_api`]).
+//! The admin API: routes, services, upstreams, SSL objects, CA certificates, consumers,
+//! plugin configs and global rules changed at run time, in the style of Apache APISIX's
+//! Admin API v3, persisted to the resources file, or, with `gateway.config_provider: etcd`,
+//! written to etcd ([`etcd_api`]).
 //!
 //! Served on `gateway.admin.listen` (its own Pingora service, one thread) when
 //! `gateway.admin` is set. Every request must carry `X-API-KEY: <gateway.admin.api_key>`
 //! (compared in constant time); otherwise 401. Endpoints, under `/apisix/admin/`, for each
-//! `<kind>` of `routes`, `services`, `upstreams`, `ssls`, `ca_certificates`:
+//! `<kind>` of `routes`, `services`, `upstreams`, `ssls`, `ca_certificates`, `consumers`,
+//! `plugin_configs`, `global_rules` (`<id>` is a consumer's `username`):
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET <kind>` | 200 `{"total": N, "list": [{"key": "/apisix/<kind>/<id>", "value": {…}}]}` |
 //! | `GET <kind>/<id>` | 200 `{"key", "value"}`; 404 |
-//! | `PUT <kind>/<id>` (or `PUT <kind>` with `id` in the body) | 201 created / 200 replaced, `{"key", "value"}` |
-//! | `POST <kind>` | 201, generated id |
+//! | `PUT <kind>/<id>` (or `PUT <kind>` with `id`, or `username`, in the body) | 201 created / 200 replaced, `{"key", "value"}` |
+//! | `POST <kind>` | 201, generated id; 405 for consumers, plugin configs, global rules (as APISIX) |
 //! | `PATCH <kind>/<id>` | 200; JSON merge patch (RFC 7396), or RFC 6902 JSON Patch with `Content-Type: application/json-patch+json` |
 //! | `PATCH <kind>/<id>/<path>` | 200; the body replaces the value at `<path>` (APISIX's sub-path patch) |
 //! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
 //! | `GET openapi.json` | the OpenAPI 3 description (`docs/admin-openapi.json`) |
+//! | `GET upstreams/<id>/probe` | Pylon extension: 200, the `pylon probe` report of that upstream ([`crate::diagnose`]); 404 |
 //!
 //! Bodies use the resources file's fields; `create_time` and `update_time` (Unix seconds) are
 //! set by the API. Errors are `{"error_msg": "…"}`: 400 names the field (relative to the
 //! body, or `services[0] (id x).field` for another object the change breaks), 404 unknown
 //! object, 409 the file was edited by hand and does not load, 500 the file cannot be written.
 //! Private keys and their passphrases (`ssls` `key`/`keys`/`key_passphrase`, upstream
-//! `tls.client_key`/`tls.client_key_passphrase`) are never returned: they are left out of
-//! every answer. See [`api`] for how a change is validated, persisted and applied.
+//! `tls.client_key`/`tls.client_key_passphrase`) and plugin secrets (APISIX's
+//! `encrypt_fields`: a consumer's key-auth `key`, basic-auth `password`, jwt-auth `secret`,
+//! limit-count's `redis_password`, …) are never returned: they are left out of every answer
+//! ([`store::redact`]). See [`api`] for how a change is validated, persisted and applied.
 
 pub mod api;
 pub mod etcd_api;
@@ -103,7 +108,11 @@ pub fn check_static(admin: &model::Admin) -> Vec<Problem> {
 /// `source` (the resources file, or etcd).
 ///
 /// Errors: [`AdminStartError::Listen`] when the address does not parse.
-pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>, AdminStartError> {
+pub fn service(
+    admin: &model::Admin,
+    source: Source,
+    table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
+) -> Result<Service<AdminApp>, AdminStartError> {
     let addr = listen_addr(admin).map_err(AdminStartError::Listen)?;
     let backend = match source {
         Source::File(reloader) => Backend::File(Arc::new(Api::new(reloader))),
@@ -112,6 +121,7 @@ pub fn service(admin: &model::Admin, source: Source) -> Result<Service<AdminApp>
     let app = AdminApp {
         key: admin.api_key.clone().map(String::into_bytes),
         backend,
+        table,
     };
     let mut service = Service::new("Pylon admin API".into(), app);
     service.add_tcp(&addr.to_string());
@@ -132,6 +142,8 @@ enum Backend {
 pub struct AdminApp {
     key: Option<Vec<u8>>,
     backend: Backend,
+    /// The table the proxy serves from, for `upstreams/<id>/probe`.
+    table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
 }
 
 /// Whether the request's `X-API-KEY` value `given` is the configured `key` (constant time in
@@ -149,6 +161,8 @@ fn authorized(key: Option<&[u8]>, given: Option<&[u8]>) -> bool {
 enum Target {
     OpenApi,
     Object(Kind, Op),
+    /// `GET upstreams/<id>/probe`.
+    Probe(String),
 }
 
 /// Maps a request to an operation. `json_patch` is true for
@@ -166,6 +180,11 @@ fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<T
         .and_then(|s| Kind::from_segment(s))
         .ok_or_else(|| AdminError::NotFound(format!("{path}: unknown resource kind")))?;
     let id = parts.get(1).map(|s| s.to_string());
+    if let (Kind::Upstreams, Some(id), [_, _, "probe"]) = (kind, &id, parts.as_slice()) {
+        if method == Method::GET {
+            return Ok(Target::Probe(id.clone()));
+        }
+    }
     let sub = parts
         .get(2..)
         .filter(|p| !p.is_empty())
@@ -273,6 +292,7 @@ impl ServeHttp for AdminApp {
                 return respond(200, "application/json", OPENAPI.as_bytes().to_vec())
             }
             Ok(Target::Object(kind, op)) => (kind, op),
+            Ok(Target::Probe(id)) => return self.probe(&id).await,
             Err(e) => return error_response(&e),
         };
         let what = format!("{method} {path}");
@@ -294,6 +314,32 @@ impl ServeHttp for AdminApp {
         match result {
             Ok((status, body)) => json_response(status, &body),
             Err(e) => error_response(&e),
+        }
+    }
+}
+
+impl AdminApp {
+    /// `GET upstreams/<id>/probe`: the upstream as the API holds it (404 if none), probed
+    /// off the async threads.
+    async fn probe(&self, id: &str) -> Response<Vec<u8>> {
+        let what = format!("GET /apisix/admin/upstreams/{id}");
+        let got = match &self.backend {
+            Backend::Etcd(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what).await,
+            Backend::File(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what),
+        };
+        let item = match got {
+            Ok((_, item)) => item,
+            Err(e) => return error_response(&e),
+        };
+        let (table, id) = (self.table.load_full(), id.to_string());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::diagnose::admin_report(&table, &id, &item["value"])
+        })
+        .await;
+        match report {
+            Ok(Ok(r)) => json_response(200, &serde_json::to_value(r).unwrap_or_default()),
+            Ok(Err(e)) => error_response(&AdminError::NotFound(e.to_string())),
+            Err(e) => error_response(&AdminError::Internal(format!("probe failed: {e}"))),
         }
     }
 }
@@ -374,12 +420,34 @@ mod tests {
             405
         );
         assert_eq!(
-            r(Method::GET, "/apisix/admin/consumers", false)
+            r(Method::GET, "/apisix/admin/consumers", false).unwrap(),
+            Target::Object(Kind::Consumers, Op::List)
+        );
+        assert_eq!(
+            r(Method::DELETE, "/apisix/admin/consumers/jack", false).unwrap(),
+            Target::Object(Kind::Consumers, Op::Delete("jack".into()))
+        );
+        assert_eq!(
+            r(Method::PUT, "/apisix/admin/global_rules/1", false).unwrap(),
+            Target::Object(Kind::GlobalRules, Op::Put(Some("1".into()), Value::Null))
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/consumer_groups", false)
                 .unwrap_err()
                 .status(),
             404
         );
         assert_eq!(r(Method::GET, "/metrics", false).unwrap_err().status(), 404);
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/upstreams/u1/probe", false).unwrap(),
+            Target::Probe("u1".into())
+        );
+        assert_eq!(
+            r(Method::POST, "/apisix/admin/upstreams/u1/probe", false)
+                .unwrap_err()
+                .status(),
+            405
+        );
     }
 
     #[test]

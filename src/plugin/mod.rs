@@ -21,6 +21,9 @@ pub mod redis;
 pub mod registry;
 pub mod vars;
 
+pub mod basic_auth;
+pub mod consumer_restriction;
+pub mod jwt_auth;
 pub mod key_auth;
 pub mod limit_conn;
 pub mod limit_count;
