@@ -17,6 +17,7 @@
 //! Adding a plugin: one new file here and one line in [`registry::REGISTRY`].
 
 pub mod consumer;
+pub mod redis;
 pub mod registry;
 pub mod vars;
 
@@ -29,7 +30,11 @@ pub mod jwt_auth;
 pub mod cors;
 pub mod ip_restriction;
 pub mod key_auth;
+pub mod limit_conn;
 pub mod limit_count;
+pub mod limit_count_redis;
+pub mod limit_req;
+pub mod limit_req_redis;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;

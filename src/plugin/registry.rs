@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::{
     basic_auth, consumer, consumer_restriction, cors, ip_restriction, jwt_auth, key_auth,
-    limit_count, proxy_rewrite, real_ip, redirect, request_id, response_rewrite, Consumer, Entry,
-    Plugin,
+    limit_conn, limit_count, limit_req, proxy_rewrite, real_ip, redirect, request_id,
+    response_rewrite, Consumer, Entry, Plugin,
 };
 use crate::config::kind::Kind;
 use crate::config::secrets;
@@ -69,6 +69,8 @@ pub static REGISTRY: &[Spec] = &[
     redirect::SPEC,
     cors::SPEC,
     request_id::SPEC,
+    limit_req::SPEC,
+    limit_conn::SPEC,
 ];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
