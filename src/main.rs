@@ -436,7 +436,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         server.add_service(pylon::ops::metrics_service(listen)?);
     }
     if let Some(admin) = &g.admin {
-        server.add_service(pylon::admin::service(admin, ops.source())?);
+        server.add_service(pylon::admin::service(admin, ops.source(), table.clone())?);
     }
     server.add_service(background_service("operations", ops));
     server.run_forever();
