@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod certs;
 pub mod config;
+pub mod diagnose;
 pub mod etcd;
 pub mod forwarding;
 pub mod ops;

@@ -1,4 +1,4 @@
-//! The `pylon` command: `run`, `check` and `certs init`.
+//! The `pylon` command: `run`, `check`, `probe`, `certs init` and `config push`/`dump`.
 #![deny(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -54,6 +54,27 @@ enum Command {
         /// The static file.
         #[arg(short = 'c', long = "conf", default_value = "conf/pylon.yaml")]
         conf: PathBuf,
+    },
+    /// Connect to upstream nodes exactly as the proxy would and say, per node, what fails
+    /// (DNS, TCP, TLS, certificates, mutual TLS, HTTP) and which field to change. Exit 0 when
+    /// every node probed is healthy, 1 otherwise.
+    Probe {
+        /// The static file.
+        #[arg(short = 'c', long = "conf", default_value = "conf/pylon.yaml")]
+        conf: PathBuf,
+        /// Probe only this upstream (its id).
+        #[arg(long, conflicts_with = "route")]
+        upstream: Option<String>,
+        /// Probe only the upstream of this route (its id), with the route's timeout.
+        #[arg(long)]
+        route: Option<String>,
+        /// The client Host header to assume where it is passed on (pass_host: pass), which
+        /// is also the SNI when tls.sni is not set. Default: the node's host:port.
+        #[arg(long)]
+        host: Option<String>,
+        /// Print the report as JSON (shape: docs/probe.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Make certificates.
     Certs {
@@ -121,6 +142,13 @@ fn main() -> ExitCode {
             upgrade,
         } => run(&conf, daemon, upgrade),
         Command::Check { conf } => check(&conf),
+        Command::Probe {
+            conf,
+            upstream,
+            route,
+            host,
+            json,
+        } => probe(&conf, upstream, route, host, json),
         Command::Certs {
             command:
                 CertsCommand::Init {
@@ -257,6 +285,56 @@ fn check_etcd(conf: &Path, static_file: &config::StaticFile) -> anyhow::Result<E
         report.revision
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pylon probe`: loads the configuration as `pylon run` would (without serving), probes
+/// the selected upstreams and prints the report.
+fn probe(
+    conf: &Path,
+    upstream: Option<String>,
+    route: Option<String>,
+    host: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use pylon::diagnose::{self, Naming, Selection, Style};
+    let Some((loaded, etcd)) = load(conf) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let naming = match etcd {
+        None => config::load_resources(&loaded.resources_path)
+            .map(|r| Naming::from_resources(&r, Style::File))
+            .unwrap_or_default(),
+        Some(_) => transfer::dump(&loaded.static_file, conf)
+            .ok()
+            .and_then(|(text, _)| {
+                config::parse_yaml::<config::Resources>(Path::new("etcd"), &text).ok()
+            })
+            .map(|r| Naming::from_resources(&r, Style::Keyed))
+            .unwrap_or_default(),
+    };
+    let selection = match (upstream, route) {
+        (Some(u), _) => Selection::Upstream(u),
+        (None, Some(r)) => Selection::Route(r),
+        (None, None) => Selection::All,
+    };
+    let options = diagnose::Options { host };
+    let report = match diagnose::probe(&loaded.compiled.table, &naming, &selection, &options) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}: {e}", conf.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", diagnose::text::render(&report));
+    }
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn config_push(conf: &Path, file: &Path) -> anyhow::Result<ExitCode> {
@@ -419,6 +497,7 @@ fn run(conf: &Path, daemon: bool, upgrade: bool) -> anyhow::Result<ExitCode> {
         Maintenance::new(table.clone()),
     ));
     let gateway = Gateway::new(table.clone())
+        .with_conf_path(conf)
         .with_client_cert_headers(client_cert_headers)
         .with_reject_ambiguous_paths(g.reject_ambiguous_paths);
     let mut service = pylon::ops::proxy_service(&server.configuration, gateway);

@@ -58,6 +58,8 @@ pub struct Gateway {
     table: Arc<ArcSwap<Table>>,
     client_cert_headers: ClientCertHeaders,
     reject_ambiguous_paths: bool,
+    /// The static file, for the `pylon probe` command named after a TLS 502.
+    conf: String,
 }
 
 impl Gateway {
@@ -67,7 +69,15 @@ impl Gateway {
             table,
             client_cert_headers: ClientCertHeaders::default(),
             reject_ambiguous_paths: true,
+            conf: "conf/pylon.yaml".into(),
         }
+    }
+
+    /// The static file this gateway runs from: the error line after a 502 from a TLS
+    /// upstream names `pylon probe -c <conf> --route <id>` to find the cause.
+    pub fn with_conf_path(mut self, conf: &std::path::Path) -> Self {
+        self.conf = conf.display().to_string();
+        self
     }
 
     /// Whether paths that some upstreams read differently (see
@@ -592,8 +602,13 @@ impl ProxyHttp for Gateway {
                 } else {
                     ""
                 };
+                let probe = if route.upstream.tls && code == 502 {
+                    crate::diagnose::command_hint(&self.conf, &route.id)
+                } else {
+                    String::new()
+                };
                 error!(
-                    "{} {} -> {}: route {} upstream {} node {}: {}{}{hint}",
+                    "{} {} -> {}: route {} upstream {} node {}: {}{}{hint}{probe}",
                     session.req_header().method,
                     session.req_header().uri,
                     code,

@@ -17,6 +17,7 @@
 //! | `PATCH <kind>/<id>/<path>` | 200; the body replaces the value at `<path>` (APISIX's sub-path patch) |
 //! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
 //! | `GET openapi.json` | the OpenAPI 3 description (`docs/admin-openapi.json`) |
+//! | `GET upstreams/<id>/probe` | Pylon extension: 200, the `pylon probe` report of that upstream ([`crate::diagnose`]); 404 |
 //! | `GET status` | Pylon extension: version, provider, certificate expiry, node health ([`status`]) |
 //! | `POST certificates/inspect` | Pylon extension: what a PEM certificate and key are ([`crate::tls::inspect`]) |
 //!
@@ -143,7 +144,7 @@ enum Backend {
 pub struct AdminApp {
     key: Option<Vec<u8>>,
     backend: Backend,
-    /// The table the proxy serves from, for `upstreams/<id>/probe`.
+    /// The table the proxy serves from, for `upstreams/<id>/probe` and `status`.
     table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
 }
 
@@ -166,6 +167,8 @@ enum Target {
     Status,
     /// `POST certificates/inspect` (Pylon extension, [`status`]).
     Inspect(Value),
+    /// `GET upstreams/<id>/probe`.
+    Probe(String),
 }
 
 /// Maps a request to an operation. `json_patch` is true for
@@ -186,6 +189,11 @@ fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<T
         .and_then(|s| Kind::from_segment(s))
         .ok_or_else(|| AdminError::NotFound(format!("{path}: unknown resource kind")))?;
     let id = parts.get(1).map(|s| s.to_string());
+    if let (Kind::Upstreams, Some(id), [_, _, "probe"]) = (kind, &id, parts.as_slice()) {
+        if method == Method::GET {
+            return Ok(Target::Probe(id.clone()));
+        }
+    }
     let sub = parts
         .get(2..)
         .filter(|p| !p.is_empty())
@@ -301,6 +309,7 @@ impl ServeHttp for AdminApp {
             Ok(Target::Object(kind, op)) => (kind, op),
             Ok(Target::Status) => return self.status().await,
             Ok(Target::Inspect(body)) => return status::inspect_response(body),
+            Ok(Target::Probe(id)) => return self.probe(&id).await,
             Err(e) => return error_response(&e),
         };
         let what = format!("{method} {path}");
@@ -322,6 +331,32 @@ impl ServeHttp for AdminApp {
         match result {
             Ok((status, body)) => json_response(status, &body),
             Err(e) => error_response(&e),
+        }
+    }
+}
+
+impl AdminApp {
+    /// `GET upstreams/<id>/probe`: the upstream as the API holds it (404 if none), probed
+    /// off the async threads.
+    async fn probe(&self, id: &str) -> Response<Vec<u8>> {
+        let what = format!("GET /apisix/admin/upstreams/{id}");
+        let got = match &self.backend {
+            Backend::Etcd(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what).await,
+            Backend::File(api) => api.run(Kind::Upstreams, Op::Get(id.into()), &what),
+        };
+        let item = match got {
+            Ok((_, item)) => item,
+            Err(e) => return error_response(&e),
+        };
+        let (table, id) = (self.table.load_full(), id.to_string());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::diagnose::admin_report(&table, &id, &item["value"])
+        })
+        .await;
+        match report {
+            Ok(Ok(r)) => json_response(200, &serde_json::to_value(r).unwrap_or_default()),
+            Ok(Err(e)) => error_response(&AdminError::NotFound(e.to_string())),
+            Err(e) => error_response(&AdminError::Internal(format!("probe failed: {e}"))),
         }
     }
 }
@@ -421,6 +456,16 @@ mod tests {
                 .unwrap_err()
                 .status(),
             404
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/upstreams/u1/probe", false).unwrap(),
+            Target::Probe("u1".into())
+        );
+        assert_eq!(
+            r(Method::POST, "/apisix/admin/upstreams/u1/probe", false)
+                .unwrap_err()
+                .status(),
+            405
         );
     }
 

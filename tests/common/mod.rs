@@ -20,6 +20,7 @@ pub mod admin;
 pub mod etcd;
 pub mod ops;
 pub mod origins;
+pub mod peers;
 pub mod plugins;
 
 /// A one-thread tokio runtime for an in-process origin, with a listener on a free loopback
