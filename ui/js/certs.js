@@ -109,7 +109,7 @@ function factsView(result, hasKey) {
       h('p', { class: `key-facts ${result.key.matches ? 'ok' : 'bad'}`, id: 'key-facts' }, `Private key: ${result.key.key_type}, ${result.key.matches ? 'matches the certificate' : 'does NOT match the certificate'}.`),
     );
   } else if (hasKey === 'stored') {
-    items.push(h('p', { class: 'key-facts' }, 'Private key: stored, never shown. Paste or upload a new one to replace it.'));
+    items.push(h('p', { class: 'key-facts', id: 'key-facts' }, 'Private key: stored, never shown. Paste or upload a new one to replace it.'));
   }
   for (const w of result.warnings || []) items.push(h('p', { class: 'warn' }, `${w.field}: ${w.message}`));
   return items;

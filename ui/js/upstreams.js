@@ -45,7 +45,7 @@ function certChoices(certs, kind, type, current) {
   const opts = [['', 'None']];
   for (const c of certs) {
     if (c.kind !== kind || (type && c.type !== type && String(c.id) !== current)) continue;
-    const label = [c.name || c.id, c.subject || c.error || '', c.name ? `(${c.id})` : ''].filter(Boolean).join(' — ');
+    const label = `${c.name || c.id} — ${c.subject || c.error || 'unreadable'}${c.name ? ` (${c.id})` : ''}`;
     opts.push([String(c.id), label]);
   }
   if (current && !opts.some(([v]) => v === current)) opts.push([current, `${current} (not found)`]);
