@@ -197,11 +197,32 @@ impl Browser {
         self.rt.block_on(el.send_keys(path)).unwrap();
     }
 
-    /// Saves a screenshot as `<n>-<name>.png` in the test's artifacts folder.
+    /// Saves a screenshot of the whole page as `<n>-<name>.png` in the test's artifacts
+    /// folder (the window is made as tall as the page for it, then restored).
     pub fn shot(&self, name: &str) -> PathBuf {
         let n = self.shots.get() + 1;
         self.shots.set(n);
+        let (w, h) = self.rt.block_on(self.c().get_window_size()).unwrap();
+        let page = self
+            .script("return document.documentElement.scrollHeight - window.innerHeight;")
+            .as_f64()
+            .unwrap_or(0.0);
+        let taller = page > 1.0;
+        if taller {
+            let grow = u32::try_from(h).unwrap() + page.ceil() as u32;
+            self.rt
+                .block_on(self.c().set_window_size(u32::try_from(w).unwrap(), grow))
+                .unwrap();
+        }
         let png = self.rt.block_on(self.c().screenshot()).unwrap();
+        if taller {
+            self.rt
+                .block_on(
+                    self.c()
+                        .set_window_size(u32::try_from(w).unwrap(), u32::try_from(h).unwrap()),
+                )
+                .unwrap();
+        }
         let path = self.artifacts.join(format!("{n:02}-{name}.png"));
         std::fs::write(&path, png).unwrap();
         path

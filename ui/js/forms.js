@@ -257,8 +257,7 @@ export function editor(main, spec) {
   replace(
     main,
     h('h1', { id: 'page-title' }, isNew ? `New ${singular}` : `${capital(singular)} ${id}`),
-    form,
-    built.after || null,
+    h('div', { class: 'editor-layout' }, form, h('div', { class: 'aside' }, built.after || null)),
   );
 }
 

@@ -45,7 +45,8 @@ export function probeView(report) {
   const nodes = [];
   for (const u of report.upstreams || []) {
     for (const n of u.nodes || []) {
-      const findings = (n.findings || []).filter((f) => f.severity !== 'note' || n.healthy);
+      // The verdict already says the first error (message: fix).
+      const findings = (n.findings || []).filter((f) => (f.fix ? `${f.message}: ${f.fix}` : f.message) !== n.verdict);
       nodes.push(
         h(
           'article',

@@ -224,7 +224,8 @@ function probeSection(id) {
       for (const u of report.upstreams || []) {
         for (const n of u.nodes || []) {
           for (const f of n.findings || []) {
-            if (f.severity === 'error' && f.field) notes.push({ field: relativeField(f.field), message: f.message });
+            const field = f.severity === 'error' && f.field ? ownField(id, f.field) : null;
+            if (field) notes.push({ field, message: f.message });
           }
         }
       }
@@ -245,7 +246,11 @@ function probeSection(id) {
   );
 }
 
-/** A probe finding's field relative to the upstream: `upstreams[0].tls.sni` → `tls.sni`. */
-function relativeField(f) {
-  return f.replace(/^(?:upstreams\[\d+\]|\/apisix\/upstreams\/[^.]+|[^.]*upstream)\./, '');
+/**
+ * The field of this upstream a probe finding names (the admin API's probe writes
+ * `/apisix/upstreams/<id> tls.sni`), or null when it names another object.
+ */
+function ownField(id, field) {
+  const prefix = `/apisix/upstreams/${id} `;
+  return field.startsWith(prefix) ? field.slice(prefix.length) : null;
 }
