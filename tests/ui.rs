@@ -6,9 +6,9 @@
 //! and the same pages on `config_provider: etcd`. Screenshots of each step go to
 //! `target/ui-artifacts/<test>/`.
 
-mod common;
 #[path = "ui/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::Duration;
 
@@ -88,7 +88,10 @@ fn founding_workflow_through_the_dashboard() {
     save(&b, "Created SSL certificate upstream-ssl");
     // After saving, the key is never shown again.
     b.wait_text("#key-facts", "stored, never shown");
-    assert_eq!(b.script("return document.getElementById('f-key').value;"), "");
+    assert_eq!(
+        b.script("return document.getElementById('f-key').value;"),
+        ""
+    );
     assert!(!b.source().contains("PRIVATE KEY"));
 
     // The upstream: HTTPS node, client certificate and CA picked by name and subject, SNI.
@@ -98,7 +101,10 @@ fn founding_workflow_through_the_dashboard() {
     b.fill("#f-nodes-0-host", "127.0.0.1");
     b.fill("#f-nodes-0-port", &origin.port.to_string());
     b.choose("#f-scheme", "https");
-    b.wait_for("TLS settings shown", "!document.getElementById('tls').hidden");
+    b.wait_for(
+        "TLS settings shown",
+        "!document.getElementById('tls').hidden",
+    );
     let client_option = b.text("#f-tls-client_cert_id option[value='upstream-ssl']");
     assert_eq!(client_option, "client — CN=client (upstream-ssl)");
     b.choose("#f-tls-client_cert_id", "upstream-ssl");
@@ -159,7 +165,10 @@ fn founding_workflow_through_the_dashboard() {
     // Delete asks first; cancelling keeps the route.
     b.resize(1280, 900);
     b.click("button[aria-label='Delete route hello']");
-    b.wait_for("the confirmation", "document.getElementById('confirm').open");
+    b.wait_for(
+        "the confirmation",
+        "document.getElementById('confirm').open",
+    );
     b.shot("delete-confirmation");
     b.click("#confirm-no");
     assert_eq!(gw.admin().get("routes/hello").0, 200);
@@ -244,7 +253,9 @@ fn errors_show_next_to_their_fields() {
     b.wait_text("#probe-summary", "At least one node fails");
     let (s, report) = admin.get("upstreams/wrong-ca/probe");
     assert_eq!(s, 200, "{report}");
-    let expected = report["upstreams"][0]["nodes"][0]["verdict"].as_str().unwrap();
+    let expected = report["upstreams"][0]["nodes"][0]["verdict"]
+        .as_str()
+        .unwrap();
     assert!(!expected.is_empty() && expected != "healthy", "{report}");
     assert_eq!(b.text("#probe-result .verdict"), expected);
     assert!(b.text("#probe-result").contains("CA"), "{}", b.body_text());
@@ -293,7 +304,10 @@ fn dashboard_on_etcd() {
     b.shot("overview-etcd-objects");
     b.page("#/upstreams", "Upstreams");
     b.click("button[aria-label='Delete upstream web']");
-    b.wait_for("the confirmation", "document.getElementById('confirm').open");
+    b.wait_for(
+        "the confirmation",
+        "document.getElementById('confirm').open",
+    );
     b.click("#confirm-yes");
     // Still used by the route: the API's refusal is shown, and the upstream stays.
     b.wait_text("#list-error", "still used by");

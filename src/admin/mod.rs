@@ -262,7 +262,11 @@ impl ServeHttp for AdminApp {
             // The dashboard's files hold nothing secret: served without the key, which the
             // page then sends with every admin API call.
             let etag = req.headers.get(http::header::IF_NONE_MATCH);
-            return ui::serve(&req.method, req.uri.path(), etag.and_then(|v| v.to_str().ok()));
+            return ui::serve(
+                &req.method,
+                req.uri.path(),
+                etag.and_then(|v| v.to_str().ok()),
+            );
         }
         let given = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if !authorized(self.key.as_deref(), given) {

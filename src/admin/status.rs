@@ -225,7 +225,11 @@ fn one(kind: &'static str, v: &Value, pems: &[&str], base: &Path) -> CertStatus 
             }
         };
         // An ssl's chain certificates are its issuers': the leaf is what it presents.
-        let considered = if kind == "ssls" { &certs[..1] } else { &certs[..] };
+        let considered = if kind == "ssls" {
+            &certs[..1]
+        } else {
+            &certs[..]
+        };
         for c in considered {
             let f = inspect::facts(c);
             if soonest.as_ref().is_none_or(|s| f.days_left < s.days_left) {

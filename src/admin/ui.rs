@@ -78,7 +78,11 @@ pub fn serve(method: &Method, path: &str, if_none_match: Option<&str>) -> Respon
     );
     let fresh = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let mut r = if fresh {
-        with_headers(crate::ops::http_response(304, content_type(name), Vec::new()))
+        with_headers(crate::ops::http_response(
+            304,
+            content_type(name),
+            Vec::new(),
+        ))
     } else {
         with_headers(crate::ops::http_response(
             200,
@@ -113,7 +117,10 @@ fn with_headers(mut r: Response<Vec<u8>>) -> Response<Vec<u8>> {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
@@ -162,7 +169,14 @@ mod tests {
         for name in Assets::iter() {
             let file = Assets::get(&name).unwrap();
             let text = String::from_utf8_lossy(&file.data);
-            for bad in ["http://", "https://", "<script>", " onclick=", "style=\"", "eval("] {
+            for bad in [
+                "http://",
+                "https://",
+                "<script>",
+                " onclick=",
+                "style=\"",
+                "eval(",
+            ] {
                 assert!(!text.contains(bad), "{name} contains {bad}");
             }
             assert_ne!(content_type(&name), "application/octet-stream", "{name}");

@@ -466,7 +466,9 @@ mod tests {
         assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
         assert_eq!(out.problems[0].field, "cert");
         assert!(
-            out.problems[0].message.contains("(serverAuth) lacks clientAuth"),
+            out.problems[0]
+                .message
+                .contains("(serverAuth) lacks clientAuth"),
             "{:?}",
             out.problems
         );
@@ -479,7 +481,9 @@ mod tests {
         let out = inspect(&req("cert.pem".into(), None, "ca"));
         assert_eq!(out.problems[0].field, "cert");
         let out = inspect(&req("-----BEGIN CERTIFICATE-----\nxx\n".into(), None, "ca"));
-        assert!(out.problems[0].message.starts_with("not a valid PEM certificate"));
+        assert!(out.problems[0]
+            .message
+            .starts_with("not a valid PEM certificate"));
         let ca = certs::make_ca("ROOTCA", 30).unwrap();
         let out = inspect(&req(pem(&ca.cert), None, "server"));
         assert!(out.problems.is_empty() && out.key.is_none(), "{out:?}");

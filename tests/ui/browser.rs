@@ -127,12 +127,9 @@ impl Browser {
 
     /// Waits until an element matches `css`.
     pub fn find(&self, css: &str) -> Element {
-        let found = self.rt.block_on(
-            self.c()
-                .wait()
-                .at_most(WAIT)
-                .for_element(Locator::Css(css)),
-        );
+        let found = self
+            .rt
+            .block_on(self.c().wait().at_most(WAIT).for_element(Locator::Css(css)));
         found.unwrap_or_else(|e| panic!("no {css} within {WAIT:?}: {e}\n{}", self.body_text()))
     }
 
