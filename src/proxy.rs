@@ -419,6 +419,9 @@ impl ProxyHttp for Gateway {
             }
         }
         set_forwarding_headers(session, ctx.plugins.client_ip, upstream_request)?;
+        // Only an authentication plugin may name the consumer (APISIX passes a client's own
+        // X-Consumer-Username on routes without one; Pylon drops it).
+        crate::plugin::consumer::strip_forged(upstream_request);
         let global = ctx.global.clone();
         if let Some(t) = &global {
             t.global

@@ -57,7 +57,10 @@ fn three_gateways_follow_etcdctl_and_admin_writes() {
     assert_eq!(list["total"], 1, "{list}");
 
     // Keys Pylon does not serve are passed over with one info line.
-    etcd.put("/apisix/consumers/jack", &json!({"username": "jack"}));
+    etcd.put(
+        "/apisix/stream_routes/1",
+        &json!({"server_port": 9100, "upstream_id": "u1"}),
+    );
     etcd.put("/apisix/routes/3", &route_json("/three", "u1"));
     assert!(all_answer(&all, "/three", 200, WAIT));
     assert!(gws[2].pylon.log().contains("not served by Pylon"));

@@ -230,6 +230,12 @@ consumers:
   - username: jack
     plugins:
       key-auth: {}
+  - username: ann
+    plugins:
+      key-auth: { key: same-key }
+  - username: bob
+    plugins:
+      key-auth: { key: same-key }
 "#;
     let out = check(dir.path(), res);
     assert!(!out.ok);

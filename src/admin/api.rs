@@ -183,11 +183,16 @@ fn describe(p: &Problem, doc: &Doc, own: Option<(Kind, usize)>) -> String {
             format!("{rest}: {}", p.message)
         };
     }
-    let id = doc.list(kind).get(i).and_then(id_text).unwrap_or_default();
+    let id = doc
+        .list(kind)
+        .get(i)
+        .and_then(|v| id_text(kind, v))
+        .unwrap_or_default();
     let sep = if rest.is_empty() { "" } else { "." };
     format!(
-        "{}[{i}] (id {id}){sep}{rest}: {}",
+        "{}[{i}] ({} {id}){sep}{rest}: {}",
         kind.segment(),
+        kind.id_field(),
         p.message
     )
 }
@@ -206,13 +211,15 @@ fn object(body: Value) -> Result<Map<String, Value>, AdminError> {
     }
 }
 
-/// `m` with `id` first, then its other fields, then the times.
-fn stamped(id: Value, mut m: Map<String, Value>, created: Value) -> Value {
+/// `m` with its name field first (`id`; `username` for consumers), then its other fields,
+/// then the times.
+fn stamped(kind: Kind, id: Value, mut m: Map<String, Value>, created: Value) -> Value {
     let mut out = Map::new();
-    for k in ["id", "create_time", "update_time"] {
+    let field = kind.id_field();
+    for k in [field, "create_time", "update_time"] {
         m.shift_remove(k);
     }
-    out.insert("id".into(), id);
+    out.insert(field.into(), id);
     out.extend(m);
     out.insert("create_time".into(), created);
     out.insert("update_time".into(), json!(now()));
@@ -245,7 +252,7 @@ impl Api {
                 let list: Vec<Value> = doc
                     .list(kind)
                     .iter()
-                    .map(|v| item(kind, &id_text(v).unwrap_or_default(), v))
+                    .map(|v| item(kind, &id_text(kind, v).unwrap_or_default(), v))
                     .collect();
                 Ok((200, json!({"total": list.len(), "list": list})))
             }
@@ -342,39 +349,51 @@ pub struct Planned {
 
 /// Works out `op` on the objects of `doc` (the current configuration), without changing
 /// them: ids checked or generated, times stamped, patches applied, deletes of objects still
-/// referred to refused.
+/// referred to refused. Consumers are named by `username` ([`Kind::id_field`]): in the URL
+/// (`PUT consumers/jack`) or the body (`PUT consumers` with `{"username": "jack"}`), never
+/// generated.
 ///
-/// Errors: [`AdminError::BadRequest`] and [`AdminError::NotFound`].
+/// Errors: [`AdminError::BadRequest`], [`AdminError::NotFound`], and
+/// [`AdminError::MethodNotAllowed`] for `POST` on kinds APISIX names only with `PUT`.
 pub fn plan(doc: &Doc, kind: Kind, op: Op) -> Result<Planned, AdminError> {
+    let field = kind.id_field();
     let (id, status, value) = match op {
         Op::List | Op::Get(_) => return Err(AdminError::Internal("not a change".into())),
         Op::Put(url_id, body) => {
             let m = object(body)?;
-            let body_id = map_id(&m);
+            let body_id = map_id(kind, &m);
             let id = match (url_id, body_id) {
                 (Some(u), Some(b)) if u != b => {
                     return Err(AdminError::BadRequest(format!(
-                        "id: {b:?} does not match the id in the URL ({u:?})"
+                        "{field}: {b:?} does not match the {field} in the URL ({u:?})"
                     )))
                 }
                 (Some(u), _) => u,
                 (None, Some(b)) => b,
                 (None, None) => {
-                    return Err(AdminError::BadRequest(
-                        "id: required (in the URL or the body)".into(),
-                    ))
+                    return Err(AdminError::BadRequest(format!(
+                        "{field}: required (in the URL or the body)"
+                    )))
                 }
             };
-            check_id(&id)?;
+            check_id(kind, &id)?;
             let old = doc.get(kind, &id);
             let created = old
                 .and_then(|o| o.get("create_time").cloned())
                 .unwrap_or_else(|| json!(now()));
-            let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
+            let id_value = m.get(field).cloned().unwrap_or_else(|| json!(id));
             let status = if old.is_some() { 200 } else { 201 };
-            (id, status, Some(stamped(id_value, m, created)))
+            (id, status, Some(stamped(kind, id_value, m, created)))
         }
         Op::Post(body) => {
+            if !kind.generated_ids() {
+                return Err(AdminError::MethodNotAllowed(format!(
+                    "POST is not supported for {}: use PUT /apisix/admin/{}/<{field}> \
+                     (as in APISIX)",
+                    kind.segment(),
+                    kind.segment()
+                )));
+            }
             let m = object(body)?;
             if m.contains_key("id") {
                 return Err(AdminError::BadRequest(format!(
@@ -384,7 +403,7 @@ pub fn plan(doc: &Doc, kind: Kind, op: Op) -> Result<Planned, AdminError> {
                 )));
             }
             let id = new_id(doc, kind);
-            let v = stamped(json!(id), m, json!(now()));
+            let v = stamped(kind, json!(id), m, json!(now()));
             (id, 201, Some(v))
         }
         Op::Patch(id, how, body) => {
@@ -396,12 +415,14 @@ pub fn plan(doc: &Doc, kind: Kind, op: Op) -> Result<Planned, AdminError> {
                     "the patched object is not a JSON object".into(),
                 ));
             };
-            if map_id(&m).as_deref() != Some(id.as_str()) {
-                return Err(AdminError::BadRequest("id: cannot be changed".into()));
+            if map_id(kind, &m).as_deref() != Some(id.as_str()) {
+                return Err(AdminError::BadRequest(format!(
+                    "{field}: cannot be changed"
+                )));
             }
             let created = old.get("create_time").cloned().unwrap_or(json!(now()));
-            let id_value = m.get("id").cloned().unwrap_or_else(|| json!(id));
-            (id, 200, Some(stamped(id_value, m, created)))
+            let id_value = m.get(field).cloned().unwrap_or_else(|| json!(id));
+            (id, 200, Some(stamped(kind, id_value, m, created)))
         }
         Op::Delete(id) => {
             doc.get(kind, &id).ok_or_else(|| not_found(kind, &id))?;
@@ -419,9 +440,9 @@ pub fn plan(doc: &Doc, kind: Kind, op: Op) -> Result<Planned, AdminError> {
     Ok(Planned { id, status, value })
 }
 
-/// The `id` of an object's fields, as text.
-fn map_id(m: &Map<String, Value>) -> Option<String> {
-    match m.get("id")? {
+/// The name field ([`Kind::id_field`]) of an object's fields, as text.
+fn map_id(kind: Kind, m: &Map<String, Value>) -> Option<String> {
+    match m.get(kind.id_field())? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -432,9 +453,13 @@ pub(super) fn not_found(kind: Kind, id: &str) -> AdminError {
     AdminError::NotFound(format!("{} {id:?} not found", kind.singular()))
 }
 
-fn check_id(id: &str) -> Result<(), AdminError> {
-    if valid_id(id) {
+fn check_id(kind: Kind, id: &str) -> Result<(), AdminError> {
+    if valid_id(kind, id) {
         Ok(())
+    } else if kind == Kind::Consumers {
+        Err(AdminError::BadRequest(format!(
+            "username: {id:?} is not valid: use 1 to 100 of a-z A-Z 0-9 - _"
+        )))
     } else {
         Err(AdminError::BadRequest(format!(
             "id: {id:?} is not valid: use 1 to 64 of a-z A-Z 0-9 - _ ."
@@ -537,6 +562,6 @@ mod tests {
         let b = new_id(&doc, Kind::Routes);
         assert_eq!(a.len(), 20);
         assert!(b > a, "{a} {b}");
-        assert!(valid_id(&a));
+        assert!(valid_id(Kind::Routes, &a));
     }
 }

@@ -10,8 +10,16 @@
 //! value (up to [`TRIES`] times, then 409), so no update is lost. POST ids are created only
 //! if absent. The write is in etcd before the answer; the answer waits (up to
 //! [`APPLY_WAIT`]) until this gateway serves it too. When etcd does not answer: 503, nothing
-//! changed. Private keys are encrypted with the keyring before they are stored
-//! ([`Keyring::encrypt_fields`]) and never returned.
+//! changed. Private keys and plugin secrets (a consumer's key-auth `key`, …) are encrypted
+//! with the keyring before they are stored ([`Keyring::encrypt_fields`]; plugin secrets only
+//! with `enable_encrypt_fields`, as APISIX) and never returned. Changes are worked out on
+//! decrypted values, so a `PATCH` that leaves a credential alone keeps it.
+//!
+//! Consumers are keyed by username (`/apisix/consumers/<username>`). APISIX's consumer
+//! credentials (`/apisix/consumers/<username>/credentials/<id>`) are not Pylon objects:
+//! they are left out of lists.
+//!
+//! [`Keyring::encrypt_fields`]: crate::etcd::crypt::Keyring::encrypt_fields
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -104,6 +112,10 @@ impl EtcdApi {
                 let list: Vec<Value> = resp
                     .kvs()
                     .iter()
+                    .filter(|kv| {
+                        let key = String::from_utf8_lossy(kv.key());
+                        matches!(s.classify(&key), etcd::KeyClass::Item(k, _) if k == kind)
+                    })
                     .map(|kv| {
                         let key = String::from_utf8_lossy(kv.key()).into_owned();
                         json!({"key": key, "value": redact(kind, &etcd::parse_value(kv.value()))})
@@ -118,7 +130,7 @@ impl EtcdApi {
                     .await
                     .map_err(unavailable)?;
                 let kv = resp.kvs().first().ok_or_else(|| not_found(kind, &id))?;
-                let value = with_id(etcd::parse_value(kv.value()), &id);
+                let value = with_id(kind, etcd::parse_value(kv.value()), &id);
                 Ok((200, json!({"key": key, "value": redact(kind, &value)})))
             }
             op => {
@@ -153,21 +165,32 @@ impl EtcdApi {
     ) -> Result<Option<Reply>, AdminError> {
         let s = self.sync.settings();
         let snap = s.read_all(client).await.map_err(unavailable)?;
+        let keyring = self.sync.keyring();
         let mut doc = Doc::default();
         let mut items = Items::default();
         let mut revisions: HashMap<Key, i64> = HashMap::new();
         for it in snap.items {
             revisions.insert((it.kind, it.id.clone()), it.mod_revision);
             items.set(it.kind, &it.id, it.value.clone());
-            doc.push(it.kind, with_id(it.value, &it.id));
+            // Plugin secrets in clear, so that a patch re-encrypts them once. Private keys
+            // stay as stored: only PEM text is encrypted, so they are not encrypted twice.
+            let mut v = with_id(it.kind, it.value, &it.id);
+            keyring.decrypt_plugin_secrets(it.kind, &mut v);
+            doc.push(it.kind, v);
         }
         let Planned { id, status, value } = plan(&doc, kind, op)?;
         if let Some(v) = &value {
             check_kind_shape(kind, v)?;
             check_upstream_exists(&doc, kind, v)?;
         }
+        // What will be stored, validated as the watch will read it.
+        let stored = value.as_ref().map(|v| {
+            let mut stored = v.clone();
+            keyring.encrypt_fields(kind, &mut stored);
+            stored
+        });
         let before = skipped_keys(&self.build(&mut items.clone())?);
-        match &value {
+        match &stored {
             Some(v) => items.set(kind, &id, v.clone()),
             None => items.remove(kind, &id),
         };
@@ -176,12 +199,8 @@ impl EtcdApi {
 
         let key = s.key(kind, &id);
         let seen = revisions.get(&(kind, id.clone())).copied().unwrap_or(0);
-        let write = match &value {
-            Some(v) => {
-                let mut stored = v.clone();
-                self.sync.keyring().encrypt_fields(kind, &mut stored);
-                TxnOp::put(key.clone(), stored.to_string(), None)
-            }
+        let write = match stored {
+            Some(v) => TxnOp::put(key.clone(), v.to_string(), None),
             None => TxnOp::delete(key.clone(), None),
         };
         let txn = Txn::new()

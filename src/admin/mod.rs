@@ -1,18 +1,20 @@
-//! The admin API: routes, services, upstreams, SSL objects and CA certificates changed at run
-//! time, in the style of Apache APISIX's Admin API v3, persisted to the resources file, or,
-//! with `gateway.config_provider: etcd`, written to etcd ([`etcd_api`]).
+//! The admin API: routes, services, upstreams, SSL objects, CA certificates, consumers,
+//! plugin configs and global rules changed at run time, in the style of Apache APISIX's
+//! Admin API v3, persisted to the resources file, or, with `gateway.config_provider: etcd`,
+//! written to etcd ([`etcd_api`]).
 //!
 //! Served on `gateway.admin.listen` (its own Pingora service, one thread) when
 //! `gateway.admin` is set. Every request must carry `X-API-KEY: <gateway.admin.api_key>`
 //! (compared in constant time); otherwise 401. Endpoints, under `/apisix/admin/`, for each
-//! `<kind>` of `routes`, `services`, `upstreams`, `ssls`, `ca_certificates`:
+//! `<kind>` of `routes`, `services`, `upstreams`, `ssls`, `ca_certificates`, `consumers`,
+//! `plugin_configs`, `global_rules` (`<id>` is a consumer's `username`):
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET <kind>` | 200 `{"total": N, "list": [{"key": "/apisix/<kind>/<id>", "value": {…}}]}` |
 //! | `GET <kind>/<id>` | 200 `{"key", "value"}`; 404 |
-//! | `PUT <kind>/<id>` (or `PUT <kind>` with `id` in the body) | 201 created / 200 replaced, `{"key", "value"}` |
-//! | `POST <kind>` | 201, generated id |
+//! | `PUT <kind>/<id>` (or `PUT <kind>` with `id`, or `username`, in the body) | 201 created / 200 replaced, `{"key", "value"}` |
+//! | `POST <kind>` | 201, generated id; 405 for consumers, plugin configs, global rules (as APISIX) |
 //! | `PATCH <kind>/<id>` | 200; JSON merge patch (RFC 7396), or RFC 6902 JSON Patch with `Content-Type: application/json-patch+json` |
 //! | `PATCH <kind>/<id>/<path>` | 200; the body replaces the value at `<path>` (APISIX's sub-path patch) |
 //! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
@@ -28,8 +30,10 @@
 //! body, or `services[0] (id x).field` for another object the change breaks), 404 unknown
 //! object, 409 the file was edited by hand and does not load, 500 the file cannot be written.
 //! Private keys and their passphrases (`ssls` `key`/`keys`/`key_passphrase`, upstream
-//! `tls.client_key`/`tls.client_key_passphrase`) are never returned: they are left out of
-//! every answer. See [`api`] for how a change is validated, persisted and applied.
+//! `tls.client_key`/`tls.client_key_passphrase`) and plugin secrets (APISIX's
+//! `encrypt_fields`: a consumer's key-auth `key`, basic-auth `password`, jwt-auth `secret`,
+//! limit-count's `redis_password`, …) are never returned: they are left out of every answer
+//! ([`store::redact`]). See [`api`] for how a change is validated, persisted and applied.
 
 pub mod api;
 pub mod etcd_api;
@@ -441,7 +445,19 @@ mod tests {
             405
         );
         assert_eq!(
-            r(Method::GET, "/apisix/admin/consumers", false)
+            r(Method::GET, "/apisix/admin/consumers", false).unwrap(),
+            Target::Object(Kind::Consumers, Op::List)
+        );
+        assert_eq!(
+            r(Method::DELETE, "/apisix/admin/consumers/jack", false).unwrap(),
+            Target::Object(Kind::Consumers, Op::Delete("jack".into()))
+        );
+        assert_eq!(
+            r(Method::PUT, "/apisix/admin/global_rules/1", false).unwrap(),
+            Target::Object(Kind::GlobalRules, Op::Put(Some("1".into()), Value::Null))
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/consumer_groups", false)
                 .unwrap_err()
                 .status(),
             404

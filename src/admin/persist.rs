@@ -17,11 +17,23 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.admin-tmp"))
 }
 
-/// Field names whose values are secrets, as they appear in YAML or JSON text.
-const SECRET_FIELDS: &[&[u8]] = &[b"key_passphrase", b"password", b"api_key"];
+/// Field names whose values are secrets, as they appear in YAML or JSON text, and the
+/// authentication plugins whose consumer configuration is a credential (key-auth `key`,
+/// jwt-auth `secret`, …; basic-auth's is a `password`).
+const SECRET_FIELDS: &[&[u8]] = &[
+    b"key_passphrase",
+    b"password",
+    b"api_key",
+    b"key-auth",
+    b"jwt-auth",
+    b"hmac-auth",
+    b"jwe-decrypt",
+];
 
-/// Whether `text` holds a private key or a secret field (a passphrase, a password): such a
-/// file must not be readable by group or others.
+/// Whether `text` holds a private key or a secret field (a passphrase, a password, a
+/// consumer credential): such a file must not be readable by group or others. (A route that
+/// only names key-auth counts too: the test is on the text, and erring on the closed side
+/// costs nothing.)
 pub fn holds_secret(text: &[u8]) -> bool {
     crate::tls::holds_private_key(text)
         || SECRET_FIELDS
@@ -80,6 +92,14 @@ mod tests {
         replace_file(&p, text.as_bytes()).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn consumer_credentials_are_secret() {
+        assert!(holds_secret(
+            b"consumers:\n- username: jack\n  plugins:\n    key-auth:\n      key: k\n"
+        ));
+        assert!(!holds_secret(b"routes:\n- uri: /a\n"));
     }
 
     #[test]

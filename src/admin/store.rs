@@ -6,28 +6,38 @@
 use serde_json::{Map, Value};
 
 pub use crate::config::kind::Kind;
+use crate::config::secrets;
 
-/// An object's `id` as text: APISIX ids are strings or integers.
-pub fn id_text(v: &Value) -> Option<String> {
-    match v.get("id")? {
+/// The name of an object of `kind` as text: its `id`, or for consumers its `username`
+/// ([`Kind::id_field`]). APISIX ids are strings or integers.
+pub fn id_text(kind: Kind, v: &Value) -> Option<String> {
+    match v.get(kind.id_field())? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-/// `value` with `id` set (from an etcd key) when it has none.
-pub fn with_id(mut value: Value, id: &str) -> Value {
+/// `value` with its name field ([`Kind::id_field`]) set to `id` (from an etcd key) when it
+/// has none.
+pub fn with_id(kind: Kind, mut value: Value, id: &str) -> Value {
     if let Value::Object(m) = &mut value {
-        m.entry("id")
+        m.entry(kind.id_field())
             .or_insert_with(|| Value::String(id.to_string()));
     }
     value
 }
 
-/// Whether `id` is acceptable in a URL and a file: 1–64 characters of `[a-zA-Z0-9-_.]`
-/// (APISIX's `id_schema`), but not `.` or `..`.
-pub fn valid_id(id: &str) -> bool {
+/// Whether `id` is acceptable as the name of an object of `kind`, in a URL, a file and an
+/// etcd key. Ids: 1–64 characters of `[a-zA-Z0-9-_.]` (APISIX's `id_schema`), but not `.` or
+/// `..`. Consumer usernames: 1–100 characters of `[a-zA-Z0-9_-]` (APISIX's consumer schema).
+pub fn valid_id(kind: Kind, id: &str) -> bool {
+    if kind == Kind::Consumers {
+        return (1..=100).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    }
     // `.` and `..` would make odd URLs and etcd keys (`/apisix/routes/..`).
     (1..=64).contains(&id.len())
         && id != "."
@@ -102,11 +112,11 @@ impl Doc {
         &self.lists[kind.index()]
     }
 
-    /// The position of the object of `kind` whose id is `id`.
+    /// The position of the object of `kind` whose id (username for consumers) is `id`.
     pub fn position(&self, kind: Kind, id: &str) -> Option<usize> {
         self.lists[kind.index()]
             .iter()
-            .position(|v| id_text(v).as_deref() == Some(id))
+            .position(|v| id_text(kind, v).as_deref() == Some(id))
     }
 
     /// The object of `kind` with `id`.
@@ -142,8 +152,9 @@ impl Doc {
 
     /// Every object that refers to the object of `kind` with `id`, as
     /// `services[0] (id mtls-nginx)`: routes and services through `service_id` /
-    /// `upstream_id`, upstreams (named or inline) through `tls.client_cert_id` and
-    /// `tls.ca_certificate_id`.
+    /// `upstream_id`, routes through `plugin_config_id` (APISIX refuses to delete a plugin
+    /// config a route uses), upstreams (named or inline) through `tls.client_cert_id` and
+    /// `tls.ca_certificate_id`. Nothing refers to consumers or global rules.
     pub fn referrers(&self, kind: Kind, id: &str) -> Vec<String> {
         let is = |v: Option<&Value>| {
             matches!(v, Some(Value::String(s)) if s == id)
@@ -163,6 +174,7 @@ impl Doc {
                 let direct = match kind {
                     Kind::Services => from == Kind::Routes && is(v.get("service_id")),
                     Kind::Upstreams => from != Kind::Upstreams && is(v.get("upstream_id")),
+                    Kind::PluginConfigs => from == Kind::Routes && is(v.get("plugin_config_id")),
                     _ => false,
                 };
                 let via_tls = if from == Kind::Upstreams {
@@ -171,7 +183,7 @@ impl Doc {
                     upstream_refers(v.get("upstream"))
                 };
                 if direct || via_tls {
-                    let rid = id_text(v).unwrap_or_default();
+                    let rid = id_text(from, v).unwrap_or_default();
                     out.push(format!("{}[{i}] (id {rid})", from.segment()));
                 }
             }
@@ -180,26 +192,18 @@ impl Doc {
     }
 }
 
-/// The credential fields of a consumer's authentication plugin (APISIX's `encrypt_fields`):
-/// never returned by the API.
-pub fn credential_fields(plugin: &str) -> Option<&'static [&'static str]> {
-    match plugin {
-        "key-auth" => Some(&["key"]),
-        "basic-auth" => Some(&["password"]),
-        "jwt-auth" => Some(&["secret", "private_key"]),
-        _ => None,
-    }
-}
-
 /// Fields holding private keys or their passphrases: never returned by the API.
 const SECRET_SSL_FIELDS: &[&str] = &["key", "keys", "key_passphrase"];
 const SECRET_TLS_FIELDS: &[&str] = &["client_key", "client_key_passphrase"];
 
-/// A copy of `value` (an object of `kind`) without private keys and passphrases: `key`,
-/// `keys` and `key_passphrase` of ssls; `tls.client_key` and `tls.client_key_passphrase` of
-/// upstreams, named or inline in a route or service. They are left out, not masked. Any
-/// other string holding a private key (one pasted into a certificate field, which validation
-/// refuses but etcd may hold) is left out too.
+/// A copy of `value` (an object of `kind`) without secrets: `key`, `keys` and
+/// `key_passphrase` of ssls; `tls.client_key` and `tls.client_key_passphrase` of upstreams,
+/// named or inline in a route or service; and the plugin secrets of every `plugins` map
+/// (APISIX's `encrypt_fields`, see [`crate::config::secrets`]: a consumer's key-auth `key`,
+/// basic-auth `password`, jwt-auth `secret` and `private_key`, limit-count's
+/// `redis_password`, …). They are left out, not masked. Any other string holding a private
+/// key (one pasted into a certificate field, which validation refuses but etcd may hold) is
+/// left out too.
 pub fn redact(kind: Kind, value: &Value) -> Value {
     let mut v = value.clone();
     let strip = |obj: Option<&mut Value>, fields: &[&str]| {
@@ -216,17 +220,9 @@ pub fn redact(kind: Kind, value: &Value) -> Value {
             v.get_mut("upstream").and_then(|u| u.get_mut("tls")),
             SECRET_TLS_FIELDS,
         ),
-        Kind::Consumers => {
-            if let Some(Value::Object(plugins)) = v.get_mut("plugins") {
-                for (name, conf) in plugins.iter_mut() {
-                    if let Some(fields) = credential_fields(name) {
-                        strip(Some(conf), fields);
-                    }
-                }
-            }
-        }
-        Kind::PluginConfigs | Kind::GlobalRules | Kind::CaCertificates => {}
+        Kind::Consumers | Kind::PluginConfigs | Kind::GlobalRules | Kind::CaCertificates => {}
     }
+    secrets::strip(kind, &mut v);
     drop_key_material(&mut v);
     v
 }
@@ -315,9 +311,59 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert!(valid_id("mtls-nginx") && valid_id("1") && valid_id("a.b_c"));
-        assert!(!valid_id("") && !valid_id("a/b") && !valid_id(&"x".repeat(65)));
-        assert!(!valid_id(".") && !valid_id("..") && valid_id("..."));
-        assert_eq!(id_text(&json!({"id": 7})).as_deref(), Some("7"));
+        let r = |id: &str| valid_id(Kind::Routes, id);
+        assert!(r("mtls-nginx") && r("1") && r("a.b_c"));
+        assert!(!r("") && !r("a/b") && !r(&"x".repeat(65)));
+        assert!(!r(".") && !r("..") && r("..."));
+        assert_eq!(
+            id_text(Kind::Routes, &json!({"id": 7})).as_deref(),
+            Some("7")
+        );
+        // Consumers are named by username: [a-zA-Z0-9_-], up to 100.
+        let c = |id: &str| valid_id(Kind::Consumers, id);
+        assert!(c("jack") && c("Jack_2-b") && c(&"x".repeat(100)));
+        assert!(!c("") && !c("a.b") && !c("a/b") && !c(&"x".repeat(101)));
+        let jack = json!({"username": "jack", "id": "other"});
+        assert_eq!(id_text(Kind::Consumers, &jack).as_deref(), Some("jack"));
+        assert_eq!(
+            with_id(Kind::Consumers, json!({"plugins": {}}), "jack"),
+            json!({"plugins": {}, "username": "jack"})
+        );
+    }
+
+    #[test]
+    fn consumers_by_username_and_plugin_config_referrers() {
+        let mut doc = Doc::parse(
+            b"consumers:\n  - username: jack\n    plugins: { key-auth: { key: k1 } }\n\
+              plugin_configs:\n  - id: 1\n    plugins: {}\n\
+              routes:\n  - id: r\n    uri: /a\n    plugin_config_id: 1\n",
+        )
+        .unwrap();
+        assert!(doc.get(Kind::Consumers, "jack").is_some());
+        assert_eq!(
+            doc.referrers(Kind::PluginConfigs, "1"),
+            vec!["routes[0] (id r)"]
+        );
+        assert!(doc.referrers(Kind::Consumers, "jack").is_empty());
+        doc.put(Kind::Consumers, "rose", json!({"username": "rose"}));
+        assert_eq!(doc.list(Kind::Consumers).len(), 2);
+        assert!(doc.remove(Kind::Consumers, "jack").is_some());
+    }
+
+    #[test]
+    fn credentials_are_left_out() {
+        let c = json!({"username": "jack", "plugins": {
+            "key-auth": {"key": "auth-one"},
+            "jwt-auth": {"key": "user-key", "secret": "s3", "private_key": "pk"}}});
+        let out = redact(Kind::Consumers, &c);
+        assert_eq!(
+            out,
+            json!({"username": "jack", "plugins": {"key-auth": {}, "jwt-auth": {"key": "user-key"}}})
+        );
+        let route = json!({"plugins": {"limit-count": {"count": 1, "redis_password": "rp"}}});
+        assert_eq!(
+            redact(Kind::Routes, &route),
+            json!({"plugins": {"limit-count": {"count": 1}}})
+        );
     }
 }

@@ -117,8 +117,9 @@ fn inline_pems(kind: Kind, v: &mut Value, base: &Path, at: &str) -> Result<(), T
 }
 
 /// Writes every object of the resources file `file` into etcd, after validating the file as
-/// `pylon check` does. PEM paths are replaced with their content and private keys encrypted
-/// with the keyring. One transaction when it fits etcd's limit of [`MAX_TXN_OPS`] operations,
+/// `pylon check` does. PEM paths are replaced with their content; private keys and plugin
+/// secrets (consumer credentials, …) are encrypted with the keyring (see
+/// [`Keyring::encrypt_fields`]). Consumers go to `consumers/<username>`. One transaction when it fits etcd's limit of [`MAX_TXN_OPS`] operations,
 /// else consecutive ones. Returns (objects written, transactions, last revision).
 ///
 /// Errors: the file does not load; etcd refuses or does not answer.
@@ -144,8 +145,9 @@ pub fn push(
     for kind in Kind::ALL {
         for (i, v) in doc.list(kind).iter().enumerate() {
             let at = format!("{}[{i}]", kind.segment());
-            let id = super::store::id_text(v)
-                .ok_or_else(|| TransferError::Other(format!("{at}.id: required in etcd")))?;
+            let id = super::store::id_text(kind, v).ok_or_else(|| {
+                TransferError::Other(format!("{at}.{}: required in etcd", kind.id_field()))
+            })?;
             let mut v = v.clone();
             inline_pems(kind, &mut v, &base, &at)?;
             keyring.encrypt_fields(kind, &mut v);
@@ -172,8 +174,10 @@ pub fn push(
     })
 }
 
-/// What etcd holds, as resources-file text (keys decrypted, so the file can be loaded:
-/// treat it as a secret).
+/// What etcd holds, as resources-file text. Private keys and plugin secrets (consumer
+/// credentials, Redis passwords) are decrypted and kept, so that the dump is a backup that
+/// `push` (or a gateway on the file) can load: treat it as a secret (`pylon config dump -o`
+/// writes it with mode 0600).
 ///
 /// Errors: etcd unreachable; a key that cannot be decrypted.
 pub fn dump(
@@ -185,7 +189,7 @@ pub fn dump(
     let keyring = Keyring::new(&static_file.gateway.data_encryption);
     let mut doc = Doc::default();
     for it in &snap.items {
-        let mut v = super::store::with_id(it.value.clone(), &it.id);
+        let mut v = super::store::with_id(it.kind, it.value.clone(), &it.id);
         keyring
             .decrypt_fields(it.kind, &mut v)
             .map_err(|p| TransferError::Other(format!("{}: {p}", s.key(it.kind, &it.id))))?;

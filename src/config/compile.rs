@@ -264,7 +264,10 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
     let rule_ids = res.global_rules.iter().map(|g| g.id.as_ref());
     check_unique("global_rules", rule_ids, &mut cx.problems);
     let parts = super::plugins::prepare(&mut cx, res);
-    let global = super::plugins::global_chain(&mut cx, res, &parts);
+    // One environment for every chain: lookup tables (key-auth keys, jwt-auth keys) are
+    // built once per configuration.
+    let plugin_env = crate::plugin::Env::new(&parts.consumers);
+    let global = super::plugins::global_chain(&mut cx, res, &plugin_env);
     let mut services: HashMap<String, ServiceParts> = HashMap::new();
     for (i, s) in res.services.iter().enumerate() {
         let path = format!("services[{i}]");
@@ -285,9 +288,14 @@ pub fn compile_with(res: &Resources, base: &Path, opts: Options) -> Result<Compi
     let mut router = RouterBuilder::default();
     for (i, r) in res.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some((paths, matcher, route)) =
-            compile_route(&mut cx, &path, r, &upstreams, &services, &parts)
-        {
+        if let Some((paths, matcher, route)) = compile_route(
+            &mut cx,
+            &path,
+            r,
+            &upstreams,
+            &services,
+            (&parts, &plugin_env),
+        ) {
             if r.status != Some(0) {
                 router.add(paths, matcher, Arc::new(route));
             }
@@ -481,13 +489,13 @@ fn compile_route(
     r: &model::Route,
     upstreams: &Upstreams,
     services: &HashMap<String, ServiceParts>,
-    parts: &super::plugins::PluginParts,
+    (parts, plugin_env): (&super::plugins::PluginParts, &crate::plugin::Env),
 ) -> Option<RouteParts> {
     let before = cx.problems.len();
     let route_id =
         r.id.as_ref()
             .map_or_else(|| path.to_string(), Id::to_string);
-    let plugins = super::plugins::route_chain(cx, path, &route_id, r, parts);
+    let plugins = super::plugins::route_chain(cx, path, &route_id, r, parts, plugin_env);
     if let Some(s) = r.status.filter(|s| *s > 1) {
         cx.problem(
             format!("{path}.status"),

@@ -80,6 +80,15 @@ impl Kind {
         }
     }
 
+    /// Whether the admin API's `POST` (a generated id) applies. APISIX refuses it for
+    /// consumers (named by their username), plugin configs and global rules (405).
+    pub fn generated_ids(self) -> bool {
+        !matches!(
+            self,
+            Kind::Consumers | Kind::PluginConfigs | Kind::GlobalRules
+        )
+    }
+
     /// Position in [`Kind::ALL`].
     pub fn index(self) -> usize {
         self as usize

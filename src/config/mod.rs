@@ -14,6 +14,7 @@ pub mod items;
 pub mod kind;
 pub mod model;
 mod plugins;
+pub mod secrets;
 pub mod ssl;
 pub mod static_checks;
 mod upstream;

@@ -34,6 +34,13 @@ fn report(cx: &mut Ctx, at: &str, problems: Vec<PluginError>, warnings: Vec<Plug
     }
 }
 
+/// The credential field that identifies a consumer, per authentication plugin.
+const IDENTITY_FIELDS: &[(&str, &str)] = &[
+    ("key-auth", "key"),
+    ("basic-auth", "username"),
+    ("jwt-auth", "key"),
+];
+
 fn valid_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
@@ -45,6 +52,8 @@ fn valid_username(name: &str) -> bool {
 /// Checks consumers, plugin configs and services' plugin maps; returns what routes need.
 pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    // (plugin, credential) → the consumer that has it first.
+    let mut identities: HashMap<(&str, &str), usize> = HashMap::new();
     let mut consumers = Vec::new();
     for (i, c) in res.consumers.iter().enumerate() {
         let path = format!("consumers[{i}]");
@@ -71,6 +80,22 @@ pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
         }
         let problems = registry::check_credentials(&c.plugins);
         report(cx, &format!("{path}.plugins"), problems, Vec::new());
+        // APISIX refuses two consumers with one credential (`check_duplicate_key`): the
+        // request would belong to whichever is found first. The value is not printed.
+        for (plugin, field) in IDENTITY_FIELDS {
+            let Some(v) = c.plugins.get(*plugin).and_then(|p| p.get(*field)) else {
+                continue;
+            };
+            let Some(v) = v.as_str() else { continue };
+            if let Some(first) = identities.insert((plugin, v), i) {
+                cx.problem(
+                    format!("{path}.plugins.{plugin}.{field}"),
+                    format!(
+                        "consumers[{first}] has the same {plugin} {field}: each must be unique"
+                    ),
+                );
+            }
+        }
         consumers.push((Arc::new(Consumer::new(&c.username)), c.plugins.clone()));
     }
     let ignore = registry::unknown_plugins_ignored();
@@ -104,13 +129,12 @@ pub(super) fn prepare<'a>(cx: &mut Ctx, res: &'a Resources) -> PluginParts<'a> {
 }
 
 /// The global rules' plugins, as one chain.
-pub(super) fn global_chain(cx: &mut Ctx, res: &Resources, parts: &PluginParts) -> Chain {
+pub(super) fn global_chain(cx: &mut Ctx, res: &Resources, base: &Env) -> Chain {
     let ignore = registry::unknown_plugins_ignored();
     let mut entries = Vec::new();
     for (i, g) in res.global_rules.iter().enumerate() {
-        let mut env = Env::new(&parts.consumers);
         let id = g.id.as_ref().map_or_else(|| i.to_string(), Id::to_string);
-        env.owner = format!("global_rule/{id}");
+        let env = base.for_owner(format!("global_rule/{id}"));
         let c = compile_map(&g.plugins, &env, ignore);
         entries.extend(c.entries);
         report(
@@ -132,6 +156,7 @@ pub(super) fn route_chain(
     route_id: &str,
     r: &super::model::Route,
     parts: &PluginParts,
+    base: &Env,
 ) -> Chain {
     let mut merged: BTreeMap<String, Value> = BTreeMap::new();
     if let Some(map) = r
@@ -157,8 +182,7 @@ pub(super) fn route_chain(
     if merged.is_empty() {
         return Chain::default();
     }
-    let mut env = Env::new(&parts.consumers);
-    env.owner = format!("route/{route_id}");
+    let env = base.for_owner(format!("route/{route_id}"));
     let c = compile_map(&merged, &env, registry::unknown_plugins_ignored());
     // Report only what the route wrote itself; the rest was reported at its own path.
     let mine = |e: &PluginError| {

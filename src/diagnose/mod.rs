@@ -15,6 +15,7 @@
 //! Nothing here runs on the request path.
 
 mod connect;
+mod http;
 pub mod naming;
 pub mod report;
 pub mod text;
@@ -313,5 +314,23 @@ fn plan(
             write_timeout: opts.write_timeout.unwrap_or(sixty),
         },
         sni_from_request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_quotes_what_a_shell_would_split() {
+        assert_eq!(
+            command_hint("conf/pylon.yaml", "hello"),
+            "; run `pylon probe -c conf/pylon.yaml --route hello` for the cause and the fix"
+        );
+        assert_eq!(
+            command_hint("/etc/my pylon/p.yaml", "routes[0]"),
+            "; run `pylon probe -c '/etc/my pylon/p.yaml' --route 'routes[0]'` for the cause and the fix"
+        );
+        assert!(command_hint("c", "it's").contains("'it'\\''s'"));
     }
 }

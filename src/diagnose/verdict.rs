@@ -292,9 +292,9 @@ fn verify_findings(cx: &Context, tls: &Tls, out: &mut Vec<Finding>) {
                 Some(sni_field.clone()),
                 sni_fix.clone(),
             )),
-            // UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), DEPTH_ZERO_SELF_SIGNED, SELF_SIGNED_IN_CHAIN,
-            // UNABLE_TO_VERIFY_LEAF_SIGNATURE
-            2 | 18 | 19 | 20 | 21 if !chain_reported => {
+            // UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), CERT_SIGNATURE_FAILURE, DEPTH_ZERO_SELF_SIGNED,
+            // SELF_SIGNED_IN_CHAIN, UNABLE_TO_VERIFY_LEAF_SIGNATURE
+            2 | 7 | 18 | 19 | 20 | 21 if !chain_reported => {
                 chain_reported = true;
                 let issuer = match (e.code, at) {
                     (19, Some(c)) => c.subject.clone(),
@@ -302,7 +302,12 @@ fn verify_findings(cx: &Context, tls: &Tls, out: &mut Vec<Finding>) {
                     _ => "an unknown CA".into(),
                 };
                 let leaf = tls.server_chain.first().map_or(subject.clone(), |c| c.subject.clone());
-                let message = if e.code == 18 {
+                let message = if e.code == 7 {
+                    format!(
+                        "the upstream certificate {leaf} names {issuer} as its issuer, but the CA of that name in {} did not sign it: another CA with the same name (OpenSSL: {})",
+                        tls.verification.trusted, e.reason
+                    )
+                } else if e.code == 18 {
                     format!(
                         "the upstream certificate {leaf} is self-signed and not in {} (OpenSSL: {})",
                         tls.verification.trusted, e.reason
@@ -329,7 +334,7 @@ fn verify_findings(cx: &Context, tls: &Tls, out: &mut Vec<Finding>) {
                 };
                 out.push(error(Cause::UntrustedServerCert, message, Some(field), Some(fix)));
             }
-            2 | 18 | 19 | 20 | 21 => {}
+            2 | 7 | 18 | 19 | 20 | 21 => {}
             // CERT_NOT_YET_VALID, CERT_HAS_EXPIRED
             9 | 10 => {
                 let date = at.map(|c| if e.code == 10 { format!("expired on {}", c.not_after) } else { format!("is not valid before {}", c.not_before) }).unwrap_or_else(|| e.reason.clone());

@@ -1,9 +1,11 @@
 //! etcd as a configuration source, in Apache APISIX's key layout.
 //!
-//! Objects live under `<prefix>/<kind>/<id>` (`/apisix/routes/1`, `/apisix/upstreams/u`, …,
-//! plus Pylon's `/apisix/ca_certificates/<id>`), each a JSON object with the resources file's
-//! fields. Keys of kinds Pylon does not serve (`consumers`, `plugin_configs`, APISIX's
-//! `data_plane/…`) are passed over. This module connects (plain or TLS through OpenSSL, with a
+//! Objects live under `<prefix>/<kind>/<id>` (`/apisix/routes/1`, `/apisix/upstreams/u`,
+//! `/apisix/plugin_configs/<id>`, `/apisix/global_rules/<id>`, …, plus Pylon's
+//! `/apisix/ca_certificates/<id>`), consumers under `/apisix/consumers/<username>`, each a
+//! JSON object with the resources file's fields. Keys Pylon does not serve (APISIX's
+//! `consumer_groups`, `stream_routes`, `data_plane/…`, and the consumer credentials under
+//! `/apisix/consumers/<username>/credentials/`) are passed over. This module connects (plain or TLS through OpenSSL, with a
 //! client certificate and user/password when configured), reads the whole prefix, and names
 //! keys; what to do with the items is the caller's (`ops::etcd_sync`, the admin API,
 //! `pylon config`).
@@ -221,6 +223,11 @@ impl Settings {
         match Kind::from_segment(segment) {
             // `/apisix/routes` itself: APISIX 2's directory marker.
             Some(_) if id.is_empty() => KeyClass::Other(segment),
+            // APISIX 3.11's consumer credentials: `consumers/<username>/credentials/<id>`.
+            Some(Kind::Consumers) if id.contains('/') => {
+                let end = rest.rfind('/').unwrap_or(rest.len());
+                KeyClass::Other(&rest[..end])
+            }
             Some(kind) => KeyClass::Item(kind, id),
             None => KeyClass::Other(segment),
         }
@@ -342,7 +349,8 @@ impl etcd_client::BalancedChannelBuilder for Plain {
 pub enum KeyClass<'a> {
     /// An object Pylon serves.
     Item(Kind, &'a str),
-    /// Something else under the prefix (the segment after it, e.g. `consumers`), or outside.
+    /// Something else under the prefix (the segment after it, e.g. `stream_routes`; for a
+    /// consumer credential `consumers/<username>/credentials`), or outside.
     Other(&'a str),
 }
 
@@ -457,7 +465,23 @@ mod tests {
         assert_eq!(s.classify("/apisix/routes"), KeyClass::Other("routes"));
         assert_eq!(
             s.classify("/apisix/consumers/jack"),
-            KeyClass::Other("consumers")
+            KeyClass::Item(Kind::Consumers, "jack")
+        );
+        assert_eq!(
+            s.classify("/apisix/consumers/jack/credentials/c1"),
+            KeyClass::Other("consumers/jack/credentials")
+        );
+        assert_eq!(
+            s.classify("/apisix/plugin_configs/1"),
+            KeyClass::Item(Kind::PluginConfigs, "1")
+        );
+        assert_eq!(
+            s.classify("/apisix/global_rules/g"),
+            KeyClass::Item(Kind::GlobalRules, "g")
+        );
+        assert_eq!(
+            s.classify("/apisix/consumer_groups/g"),
+            KeyClass::Other("consumer_groups")
         );
         assert_eq!(s.classify("/other/routes/1"), KeyClass::Other(""));
     }

@@ -20,6 +20,9 @@ pub mod consumer;
 pub mod registry;
 pub mod vars;
 
+pub mod basic_auth;
+pub mod consumer_restriction;
+pub mod jwt_auth;
 pub mod key_auth;
 pub mod limit_count;
 pub mod proxy_rewrite;

@@ -9,7 +9,12 @@ use std::sync::{Arc, Mutex, Weak};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{consumer, key_auth, limit_count, proxy_rewrite, Consumer, Entry, Plugin};
+use super::{
+    basic_auth, consumer, consumer_restriction, jwt_auth, key_auth, limit_count, proxy_rewrite,
+    Consumer, Entry, Plugin,
+};
+use crate::config::kind::Kind;
+use crate::config::secrets;
 
 /// A problem in one plugin's configuration, at a path relative to that configuration
 /// (`count`, `headers.set`); the caller prefixes where the plugin map is.
@@ -50,7 +55,14 @@ pub struct Spec {
 }
 
 /// Every plugin Pylon has. A new plugin adds its line here.
-pub static REGISTRY: &[Spec] = &[key_auth::SPEC, limit_count::SPEC, proxy_rewrite::SPEC];
+pub static REGISTRY: &[Spec] = &[
+    key_auth::SPEC,
+    limit_count::SPEC,
+    proxy_rewrite::SPEC,
+    basic_auth::SPEC,
+    jwt_auth::SPEC,
+    consumer_restriction::SPEC,
+];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -79,7 +91,7 @@ pub struct Env<'a> {
     pub owner: String,
     /// Lookup tables built once per configuration and shared by every route (the key-auth
     /// key → consumer map).
-    shared: RefCell<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
+    shared: std::rc::Rc<RefCell<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>>,
 }
 
 impl<'a> Env<'a> {
@@ -88,7 +100,16 @@ impl<'a> Env<'a> {
         Env {
             consumers,
             owner: String::new(),
-            shared: RefCell::default(),
+            shared: Default::default(),
+        }
+    }
+
+    /// The same environment (and lookup tables) for another owner (`route/1`).
+    pub fn for_owner(&self, owner: String) -> Env<'a> {
+        Env {
+            consumers: self.consumers,
+            owner,
+            shared: self.shared.clone(),
         }
     }
 
@@ -196,7 +217,9 @@ pub fn compile_map(map: &BTreeMap<String, Value>, env: &Env, ignore_unknown: boo
                 priority: meta.priority.unwrap_or(spec.priority),
             }),
             Ok(_) => {}
-            Err(e) => out.problems.push(under(name, e)),
+            Err(e) => out
+                .problems
+                .push(under(name, hide_secret(name, Kind::Routes, e))),
         }
     }
     out
@@ -216,12 +239,32 @@ pub fn check_credentials(map: &BTreeMap<String, Value>) -> Vec<PluginError> {
             )),
             Some(Some(check)) => {
                 if let Err(e) = split_meta(conf).and_then(|(c, _)| check(&c)) {
-                    problems.push(under(name, e));
+                    problems.push(under(name, hide_secret(name, Kind::Consumers, e)));
                 }
             }
         }
     }
     problems
+}
+
+/// `e` without the value it quotes when it is about a secret field of `plugin` (APISIX's
+/// `encrypt_fields`, see [`crate::config::secrets`]): serde quotes a value of the wrong type
+/// (``invalid type: integer `12345`, expected a string``), and problems are logged and
+/// returned by the admin API, where a credential must never appear.
+fn hide_secret(plugin: &str, kind: Kind, e: PluginError) -> PluginError {
+    let secret = secrets::fields(plugin, kind, secrets::Use::Read)
+        .iter()
+        .any(|f| {
+            e.path == *f
+                || e.path
+                    .strip_prefix(f)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        });
+    if secret && e.message.contains(['`', '"']) {
+        PluginError::new(e.path, "invalid value (not shown: it is a secret)")
+    } else {
+        e
+    }
 }
 
 fn under(name: &str, e: PluginError) -> PluginError {
@@ -252,4 +295,22 @@ pub fn consumers(
     list.into_iter()
         .map(|(name, plugins)| (Arc::new(consumer::Consumer::new(&name)), plugins))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credential_values_are_not_quoted_in_problems() {
+        let map: BTreeMap<String, Value> = [("key-auth".to_string(), json!({"key": 98765}))].into();
+        let p = check_credentials(&map);
+        assert_eq!(p[0].path, "key-auth.key");
+        assert!(!p[0].message.contains("98765"), "{}", p[0].message);
+        // Other fields keep serde's message.
+        let map: BTreeMap<String, Value> =
+            [("key-auth".to_string(), json!({"key": "k", "bogus": 1}))].into();
+        assert!(check_credentials(&map)[0].message.contains("bogus"));
+    }
 }
