@@ -205,7 +205,7 @@ pub fn certificates(ssls: &Value, cas: &Value, base: &Path) -> Vec<CertStatus> {
 fn one(kind: &'static str, v: &Value, pems: &[&str], base: &Path) -> CertStatus {
     let mut status = CertStatus {
         kind,
-        id: crate::admin::store::id_text(v).unwrap_or_default(),
+        id: crate::admin::store::id_text(Kind::Ssls, v).unwrap_or_default(),
         name: v["name"].as_str().map(str::to_string),
         ssl_type: (kind == "ssls").then(|| v["type"].as_str().unwrap_or("server").to_string()),
         subject: None,
