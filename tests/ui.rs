@@ -139,9 +139,10 @@ fn founding_workflow_through_the_dashboard() {
     b.page("#/routes", "Routes");
     b.fill("#search", "hel");
     b.wait_text("#list-count", "1 of 1 shown");
+    b.shot("routes-search");
     b.fill("#search", "nothing-like-this");
     b.wait_text("#list-count", "0 of 1 shown");
-    b.shot("routes-search");
+    b.wait_text("#list", "No routes match");
 
     b.page("#/", "Overview");
     b.wait_text("#count-routes", "1");

@@ -115,7 +115,13 @@ impl Browser {
     }
 
     /// Goes to the dashboard page `hash` (e.g. `#/upstreams/new`) and waits for its title.
+    /// The page is rendered afresh even when it is the one shown.
     pub fn page(&self, hash: &str, title: &str) {
+        let same = self.script(&format!("return location.hash === {};", json!(hash)));
+        if same == Value::Bool(true) {
+            self.script("location.hash = '#/';");
+            self.wait_text("#page-title", "Overview");
+        }
         self.script(&format!("location.hash = {};", json!(hash)));
         self.wait_text("#page-title", title);
     }

@@ -56,8 +56,9 @@ export async function listPage(main, spec) {
         shown += 1;
       }
     }
-    if (!rows.length) {
-      tbody.append(h('tr', {}, h('td', { colspan: columns.length + 2, class: 'empty' }, `No ${title.toLowerCase()} yet.`)));
+    if (!shown) {
+      const text = rows.length ? `No ${title.toLowerCase()} match “${search.value.trim()}”.` : `No ${title.toLowerCase()} yet.`;
+      tbody.append(h('tr', {}, h('td', { colspan: columns.length + 2, class: 'empty' }, text)));
     }
     count.textContent = q ? `${shown} of ${rows.length} shown` : `${rows.length} in total`;
   };

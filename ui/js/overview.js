@@ -58,7 +58,7 @@ export async function overview(main) {
             { class: 'table-wrap' },
             h(
               'table',
-              { id: 'expiring' },
+              { id: 'expiring', class: 'stack' },
               h('thead', {}, h('tr', {}, ['Object', 'Subject', 'Expires', 'Days left'].map((t) => h('th', { scope: 'col' }, t)))),
               h(
                 'tbody',
@@ -67,10 +67,10 @@ export async function overview(main) {
                   h(
                     'tr',
                     { class: c.days_left !== null && c.days_left < 30 ? 'warn' : '' },
-                    h('td', {}, h('a', { href: `#/${c.kind}/${encodeURIComponent(c.id)}` }, `${c.kind === 'ssls' ? 'SSL' : 'CA'} ${c.name || c.id}`)),
-                    h('td', {}, c.subject || c.error || ''),
-                    h('td', {}, c.not_after ? c.not_after.slice(0, 10) : ''),
-                    h('td', { class: 'days' }, daysText(c.days_left)),
+                    h('td', { dataset: { label: 'Object' } }, h('a', { href: `#/${c.kind}/${encodeURIComponent(c.id)}` }, `${c.kind === 'ssls' ? 'SSL' : 'CA'} ${c.name || c.id}`)),
+                    h('td', { dataset: { label: 'Subject' } }, c.subject || c.error || ''),
+                    h('td', { dataset: { label: 'Expires' } }, c.not_after ? c.not_after.slice(0, 10) : ''),
+                    h('td', { class: 'days', dataset: { label: 'Days left' } }, daysText(c.days_left)),
                   ),
                 ),
               ),
@@ -89,7 +89,7 @@ export async function overview(main) {
             { class: 'table-wrap' },
             h(
               'table',
-              { id: 'node-health' },
+              { id: 'node-health', class: 'stack' },
               h('thead', {}, h('tr', {}, ['Upstream', 'Node', 'Weight', 'State'].map((t) => h('th', { scope: 'col' }, t)))),
               h(
                 'tbody',
@@ -97,7 +97,14 @@ export async function overview(main) {
                 nodes.map(([u, n]) => {
                   const [cls, label] = nodeState(u, n);
                   const link = /^[\w.-]+$/.test(u.id) ? h('a', { href: `#/upstreams/${encodeURIComponent(u.id)}` }, u.id) : u.id;
-                  return h('tr', {}, h('td', {}, link), h('td', {}, n.node), h('td', {}, String(n.weight)), h('td', {}, h('span', { class: `badge ${cls}` }, label)));
+                  return h(
+                    'tr',
+                    {},
+                    h('td', { dataset: { label: 'Upstream' } }, link),
+                    h('td', { dataset: { label: 'Node' } }, n.node),
+                    h('td', { dataset: { label: 'Weight' } }, String(n.weight)),
+                    h('td', { dataset: { label: 'State' } }, h('span', { class: `badge ${cls}` }, label)),
+                  );
                 }),
               ),
             ),
