@@ -261,6 +261,48 @@ fn errors_show_next_to_their_fields() {
     assert_eq!(b.text("#probe-result .verdict"), expected);
     assert!(b.text("#probe-result").contains("CA"), "{}", b.body_text());
     b.shot("test-connection-wrong-ca");
+
+    // The overview shows node health as the active health checks see it.
+    let live = HttpOrigin::start("live");
+    let dead = common::free_port();
+    let checks = json!({"active": {"http_path": "/health",
+        "healthy": {"interval": 0.1, "successes": 1},
+        "unhealthy": {"interval": 0.1, "http_failures": 1, "tcp_failures": 1}}});
+    let (s, body) = admin.put(
+        "upstreams/checked",
+        &json!({"nodes": {format!("127.0.0.1:{}", live.port): 1, format!("127.0.0.1:{dead}"): 1},
+                "checks": checks}),
+    );
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = admin.put(
+        "routes/checked",
+        &json!({"uri": "/checked", "upstream_id": "checked"}),
+    );
+    assert_eq!(s, 201, "{body}");
+    let down = wait_until(Duration::from_secs(10), || {
+        let (_, st) = admin.get("status");
+        st["upstreams"].as_array().unwrap().iter().any(|u| {
+            u["id"] == "checked"
+                && u["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n["healthy"] == false)
+        })
+    });
+    assert!(
+        down,
+        "the dead node never turned unhealthy:\n{}",
+        gw.pylon.log()
+    );
+    b.page("#/", "Overview");
+    let health = b.wait_text("#node-health", &format!("127.0.0.1:{dead}"));
+    assert!(
+        health.contains("Unhealthy") && health.contains("Healthy"),
+        "{health}"
+    );
+    assert!(health.contains("Not checked"), "{health}");
+    b.shot("node-health");
 }
 
 #[test]
