@@ -77,8 +77,13 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 }
 
 /// The bytes a chash upstream hashes for this request; the client IP when the key is absent
-/// (as APISIX falls back to `remote_addr`).
-pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> {
+/// (as APISIX falls back to `remote_addr`). `client` replaces the TCP peer's address (what
+/// the `real-ip` plugin found), as it does for APISIX's `remote_addr`.
+pub fn hash_key_bytes<'a>(
+    session: &'a Session,
+    key: &HashKey,
+    client: Option<std::net::IpAddr>,
+) -> Cow<'a, [u8]> {
     let req = session.req_header();
     let found: Option<&'a [u8]> = match key {
         HashKey::RemoteAddr => None,
@@ -111,7 +116,8 @@ pub fn hash_key_bytes<'a>(session: &'a Session, key: &HashKey) -> Cow<'a, [u8]> 
     match found {
         Some(bytes) if !bytes.is_empty() => Cow::Borrowed(bytes),
         _ => Cow::Owned(
-            client_ip(session)
+            client
+                .or_else(|| client_ip(session))
                 .map(|ip| ip.to_string().into_bytes())
                 .unwrap_or_default(),
         ),

@@ -133,16 +133,37 @@ pub struct RequestCtx {
 }
 
 /// Sends a plugin's answer, with the response headers queued by plugins and their response
-/// steps (as APISIX runs header filters for plugin exits too).
+/// header and body steps (as APISIX runs its header and body filters for plugin exits too:
+/// `response-rewrite` can replace a 401). Content-Length is set from the final body.
 async fn send_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 4))?;
     for (name, value) in reply.headers {
         resp.append_header(name, value)?;
     }
-    resp.insert_header(http::header::CONTENT_LENGTH, reply.body.len())?;
     finish_response_header(&mut resp, ctx)?;
+    let mut body = Some(reply.body);
+    run_body_steps(ctx, &mut body, true);
+    let body = body.unwrap_or_default();
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(reply.body), true).await
+    session.write_response_body(Some(body), true).await
+}
+
+/// Runs the plugins' response-body steps (global rules', then the route's) on a piece of
+/// the body.
+fn run_body_steps(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool) {
+    let global = ctx.global.clone();
+    let route = ctx.route.clone();
+    let chains = global.as_deref().map(|t| &t.global);
+    for chain in chains
+        .into_iter()
+        .chain(route.as_deref().map(|r| &r.plugins))
+    {
+        if chain.touches_body() {
+            chain.response_body(body, end, &mut ctx.plugins);
+        }
+    }
 }
 
 /// Adds the headers plugins queued and runs their response-header steps.
@@ -268,10 +289,9 @@ impl ProxyHttp for Gateway {
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
         }
         ctx.plugins.tls = tls.is_some();
-        ctx.plugins.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = session.client_addr().and_then(|a| a.as_inet());
+        ctx.plugins.client_ip = peer.map(|a| a.ip());
+        ctx.plugins.client_port = peer.map(|a| a.port());
         let route = table
             .router
             .find(
@@ -308,15 +328,8 @@ impl ProxyHttp for Gateway {
             }
             return Ok(false);
         }
-        let mut resp = ResponseHeader::build(404, Some(2))?;
-        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        resp.insert_header(http::header::CONTENT_LENGTH, NOT_FOUND_BODY.len())?;
-        finish_response_header(&mut resp, ctx)?;
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from_static(NOT_FOUND_BODY.as_bytes())), true)
-            .await?;
-        Ok(true)
+        let not_found = Reply::json(404, Bytes::from_static(NOT_FOUND_BODY.as_bytes()));
+        send_reply(session, ctx, not_found).await.map(|_| true)
     }
 
     async fn upstream_peer(
@@ -329,7 +342,7 @@ impl ProxyHttp for Gateway {
         };
         let upstream = &route.upstream;
         let key = match &upstream.hash_key {
-            Some(k) => hash_key_bytes(session, k),
+            Some(k) => hash_key_bytes(session, k, ctx.plugins.client_ip),
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let same = std::mem::take(&mut ctx.retry_same_node)
@@ -494,23 +507,21 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        let global = ctx.global.clone();
-        let route = ctx.route.clone();
-        let chains = global.as_deref().map(|t| &t.global);
-        for chain in chains
-            .into_iter()
-            .chain(route.as_deref().map(|r| &r.plugins))
-        {
-            if chain.touches_body() {
-                chain.response_body(body, end_of_stream, &mut ctx.plugins);
-            }
-        }
+        run_body_steps(ctx, body, end_of_stream);
         Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let client_ip = ctx.plugins.client_ip;
-        crate::ops::request_done(session, ctx.route.as_ref(), ctx.node, &ctx.ops, client_ip);
+        let secret_args = std::mem::take(&mut ctx.plugins.secret_args);
+        crate::ops::request_done(
+            session,
+            ctx.route.as_ref(),
+            ctx.node,
+            &ctx.ops,
+            client_ip,
+            secret_args,
+        );
         let global = ctx.global.clone();
         let route = ctx.route.clone();
         let chains = global.as_deref().map(|t| &t.global);
@@ -613,7 +624,10 @@ impl ProxyHttp for Gateway {
                 error!(
                     "{} {} -> {}: route {} upstream {} node {}: {}{}{hint}{probe}",
                     session.req_header().method,
-                    session.req_header().uri,
+                    crate::plugin::vars::mask_args(
+                        &session.req_header().uri.to_string(),
+                        &ctx.plugins.secret_args
+                    ),
                     code,
                     route.id,
                     route.upstream.id,

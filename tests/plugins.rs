@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::ops::wait_until;
 use common::origins::HttpOrigin;
 use common::plugins::{get, send};
 use common::*;
@@ -17,8 +18,10 @@ fn url(gw: &Gateway, path: &str) -> String {
 fn key_auth_admits_consumers_by_key_and_hides_it_when_asked() {
     let origin = HttpOrigin::start("origin");
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(
+    let log = dir.path().join("access.log");
+    let gw = Gateway::start_with(
         dir.path(),
+        &format!("  access_log: {{ path: {} }}\n", log.display()),
         &format!(
             r#"consumers:
   - username: jack
@@ -72,6 +75,11 @@ routes:
     let a = get(&url(&gw, "/hidden"), &[("apikey", "auth-one")]);
     assert_eq!(a.status, 200);
     assert!(!origin.seen().pop().unwrap().headers.contains_key("apikey"));
+    // The key sent in the query is masked in the access log.
+    assert!(wait_until(std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("/hidden?apikey=***&page=2"))
+    }));
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("auth-one"));
 }
 
 #[test]

@@ -143,6 +143,7 @@ pub fn load_static(file: &Path) -> Result<StaticFile, ConfigError> {
     if problems.is_empty() {
         // A process-wide setting: every later compile (file, admin API, etcd) reads it.
         crate::plugin::registry::set_unknown_plugins_ignored(parsed.gateway.ignore_unknown_plugins);
+        crate::plugin::redirect::set_https_port(redirect_https_port(&parsed.gateway));
         Ok(parsed)
     } else {
         Err(ConfigError::Invalid {
@@ -150,6 +151,19 @@ pub fn load_static(file: &Path) -> Result<StaticFile, ConfigError> {
             problems,
         })
     }
+}
+
+/// The port `redirect`'s `http_to_https` sends clients to: `plugin_attr.redirect.https_port`,
+/// else the port of the first `tls_listen` address (APISIX takes one of `apisix.ssl.listen`),
+/// else `None` (443).
+fn redirect_https_port(g: &model::Gateway) -> Option<u16> {
+    if let Some(r) = &g.plugin_attr.redirect {
+        return Some(r.https_port);
+    }
+    g.tls_listen
+        .first()
+        .and_then(|l| l.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
 }
 
 /// Reads the resources file (APISIX standalone format).

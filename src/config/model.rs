@@ -99,6 +99,25 @@ pub struct Gateway {
     /// configuration (default false: a misspelt `key-auth` must not leave a route open).
     /// For APISIX files that use plugins Pylon lacks.
     pub ignore_unknown_plugins: bool,
+    /// Process-wide plugin settings (APISIX's `plugin_attr` in `config.yaml`).
+    pub plugin_attr: PluginAttr,
+}
+
+/// `gateway.plugin_attr`: plugin settings that are not per route (APISIX's `plugin_attr`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginAttr {
+    /// `redirect`: where `http_to_https` sends clients.
+    pub redirect: Option<RedirectAttr>,
+}
+
+/// `gateway.plugin_attr.redirect`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAttr {
+    /// The port `http_to_https` redirects to (APISIX `plugin_attr.redirect.https_port`); 443
+    /// is not written into the URL. Without it, the first `tls_listen` port, else 443.
+    pub https_port: u16,
 }
 
 /// `gateway.admin`: the admin API listener (see `crate::admin`).
@@ -135,6 +154,7 @@ impl Default for Gateway {
             etcd: None,
             data_encryption: DataEncryption::default(),
             ignore_unknown_plugins: false,
+            plugin_attr: PluginAttr::default(),
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Entry {
     pub request_time: Duration,
     /// Time spent on the upstream (first connection attempt to end of its response).
     pub upstream_time: Option<Duration>,
+    /// Query arguments whose values are credentials, masked in the line
+    /// ([`PluginCtx::secret_args`](crate::plugin::PluginCtx)).
+    pub secret_args: Vec<Arc<str>>,
 }
 
 // Lines are nearly every message: boxing them would allocate per request.
@@ -305,7 +308,10 @@ pub fn format_line(e: &Entry, time_local: &str, out: &mut String) {
     // The request target as nginx's $request shows it: path and query, also for HTTP/2,
     // whose URI carries scheme and authority.
     match e.uri.path_and_query() {
-        Some(pq) => push_escaped(out, pq.as_str().as_bytes()),
+        Some(pq) => push_escaped(
+            out,
+            crate::plugin::vars::mask_args(pq.as_str(), &e.secret_args).as_bytes(),
+        ),
         None => push_escaped(out, e.uri.to_string().as_bytes()),
     }
     let _ = write!(out, " {:?}\" {} {} ", e.version, e.status, e.bytes);
@@ -343,7 +349,9 @@ mod tests {
             time: UNIX_EPOCH,
             client: Some("192.0.2.7:5555".parse().unwrap()),
             method: Method::GET,
-            uri: "https://api.example.com:9443/a?b=c".parse().unwrap(),
+            uri: "https://api.example.com:9443/a?b=c&apikey=s3cret"
+                .parse()
+                .unwrap(),
             version: Version::HTTP_11,
             status: 404,
             bytes: 35,
@@ -354,6 +362,7 @@ mod tests {
             upstream_status: None,
             request_time: Duration::from_micros(1500),
             upstream_time: None,
+            secret_args: vec![std::sync::Arc::from("apikey")],
         }
     }
 
@@ -363,7 +372,7 @@ mod tests {
         format_line(&entry(), "01/Jan/1970:00:00:00 +0000", &mut out);
         assert_eq!(
             out,
-            "192.0.2.7 - - [01/Jan/1970:00:00:00 +0000] \"GET /a?b=c HTTP/1.1\" 404 35 \"-\" \
+            "192.0.2.7 - - [01/Jan/1970:00:00:00 +0000] \"GET /a?b=c&apikey=*** HTTP/1.1\" 404 35 \"-\" \
              \"curl/8 \\x22x\\x22\" \"-\" - - 0.002 -\n"
         );
     }

@@ -113,6 +113,7 @@ pub fn request_done(
     node: Option<usize>,
     ops: &RequestOps,
     client_ip: Option<std::net::IpAddr>,
+    secret_args: Vec<Arc<str>>,
 ) {
     let now = Instant::now();
     // Nothing sent: the client left first (nginx logs 499 for that).
@@ -149,6 +150,7 @@ pub fn request_done(
         upstream_status: ops.upstream_status,
         request_time: total,
         upstream_time,
+        secret_args,
     });
 }
 

@@ -255,7 +255,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
     });
     Ok(Arc::new(JwtAuth {
         header,
-        query: c.query,
+        query: c.query.as_str().into(),
         cookie: c.cookie,
         hide: c.hide_credentials,
         key_claim: c.key_claim_name,
@@ -269,7 +269,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
 /// The compiled plugin.
 struct JwtAuth {
     header: HeaderName,
-    query: String,
+    query: Arc<str>,
     cookie: String,
     hide: bool,
     key_claim: String,
@@ -431,6 +431,11 @@ impl Plugin for JwtAuth {
     }
 
     fn rewrite(&self, req: &RequestHeader, cx: &mut PluginCtx) -> Flow {
+        let in_query = !req.headers.contains_key(&self.header)
+            && query_arg(req.uri.query().unwrap_or(""), &self.query).is_some();
+        if in_query {
+            cx.secret_args.push(self.query.clone());
+        }
         match self.find(req) {
             Ok(consumer) => cx.consumer = Some(consumer),
             Err(why) => match &self.anonymous {

@@ -91,7 +91,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
     });
     Ok(Arc::new(KeyAuth {
         header,
-        query: c.query,
+        query: c.query.as_str().into(),
         hide: c.hide_credentials,
         challenge,
         keys,
@@ -101,7 +101,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
 /// The compiled plugin.
 struct KeyAuth {
     header: HeaderName,
-    query: String,
+    query: Arc<str>,
     hide: bool,
     challenge: HeaderValue,
     keys: Arc<Keys>,
@@ -146,7 +146,10 @@ impl Plugin for KeyAuth {
         let found = match from_header {
             Some(v) => std::str::from_utf8(v).ok().and_then(|k| self.keys.get(k)),
             None => match query_arg(req.uri.query().unwrap_or(""), &self.query) {
-                Some(k) => self.keys.get(k.as_ref()),
+                Some(k) => {
+                    cx.secret_args.push(self.query.clone());
+                    self.keys.get(k.as_ref())
+                }
                 None => return self.deny("Missing API key in request"),
             },
         };

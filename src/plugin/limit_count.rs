@@ -9,7 +9,10 @@
 //!
 //! `policy: local` counts in this process; counters are per route (`group` shares one
 //! across routes) and survive a configuration change that leaves this plugin's
-//! configuration as it was.
+//! configuration as it was. `policy: redis` counts in Redis, shared by every gateway that
+//! uses the same Redis ([`super::limit_count_redis`]); when Redis cannot answer within
+//! `redis_timeout`, the request gets 500 `{"error_msg":"failed to limit count"}`, or goes
+//! through with `allow_degradation: true` (APISIX's behaviour).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,8 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::limit_count_redis::RedisWindows;
+use super::redis::{check_policy, RedisConf};
 use super::registry::{keep, parse, Env, PluginError, Spec};
 use super::vars::{Template, Var};
 use super::{Flow, Phases, Plugin, PluginCtx, Reply};
@@ -54,7 +59,7 @@ pub struct Conf {
     pub rejected_code: u16,
     /// Body message when over the limit (`{"error_msg": ...}`); none by default.
     pub rejected_msg: Option<String>,
-    /// `local` (default) or `redis`.
+    /// `local` (default) or `redis` (with the `redis_*` fields of [`RedisConf`]).
     #[serde(default = "local")]
     pub policy: String,
     /// Routes with the same group share one counter.
@@ -183,7 +188,13 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             "not supported by Pylon: use count and time_window",
         ));
     }
-    let c: Conf = parse(v)?;
+    check_policy(
+        v,
+        &["local", "redis"],
+        &["local", "redis", "redis-cluster", "redis-sentinel"],
+    )?;
+    let (own, redis) = RedisConf::split(v)?;
+    let c: Conf = parse(&own)?;
     if c.count == 0 {
         return Err(PluginError::new("count", "must be > 0"));
     }
@@ -216,12 +227,20 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             };
             Store::Local(keep(kept, LocalWindows::new))
         }
+        "redis" => Store::Redis(RedisWindows::new(
+            redis.client()?,
+            Duration::from_secs(c.time_window),
+        )),
         other => {
             return Err(PluginError::new(
                 "policy",
-                format!("{other:?} is not supported by Pylon (local)"),
+                format!("{other:?} is not supported by Pylon (local, redis)"),
             ))
         }
+    };
+    let prefix = match &store {
+        Store::Local(_) => format!("{scope}:"),
+        Store::Redis(_) => RedisWindows::prefix(&scope, c.count, c.time_window),
     };
     let rejected_body = match &c.rejected_msg {
         Some(m) => Bytes::from(serde_json::json!({ "error_msg": m }).to_string() + "\n"),
@@ -232,7 +251,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
         count: c.count,
         window: Duration::from_secs(c.time_window),
         key,
-        scope,
+        prefix,
         store,
         rejected_code: c.rejected_code,
         rejected_body,
@@ -245,6 +264,7 @@ fn compile(v: &Value, env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
 #[derive(Debug)]
 enum Store {
     Local(Arc<LocalWindows>),
+    Redis(RedisWindows),
 }
 
 /// The compiled plugin.
@@ -254,15 +274,18 @@ struct LimitCount {
     count: u64,
     window: Duration,
     key: Key,
-    /// Counter namespace: the owner (`route/1`) or `group:<name>`.
-    scope: String,
+    /// What every counting key starts with: the owner (`route/1`) or `group:<name>`, and
+    /// for Redis a namespace and the limit.
+    prefix: String,
     store: Store,
     rejected_code: u16,
     rejected_body: Bytes,
     headers: bool,
-    #[allow(dead_code)]
     allow_degradation: bool,
 }
+
+/// APISIX's answer when the counter cannot be reached.
+static FAILED: Bytes = Bytes::from_static(b"{\"error_msg\":\"failed to limit count\"}\n");
 
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -282,12 +305,17 @@ impl Plugin for LimitCount {
     }
 
     async fn access(&self, req: &RequestHeader, cx: &mut PluginCtx) -> Flow {
-        let mut key = String::with_capacity(self.scope.len() + 48);
-        key.push_str(&self.scope);
-        key.push(':');
+        let mut key = String::with_capacity(self.prefix.len() + 48);
+        key.push_str(&self.prefix);
         self.key.append(req, cx, &mut key);
         let (used, left) = match &self.store {
             Store::Local(w) => w.incoming(&key, self.window, Instant::now()),
+            Store::Redis(w) => match w.incoming(&key).await {
+                Ok(counted) => counted,
+                // Logged by the Redis client.
+                Err(_) if self.allow_degradation => return Flow::Continue,
+                Err(_) => return Flow::Reply(Reply::json(500, FAILED.clone())),
+            },
         };
         let reset = HeaderValue::from(left.as_secs() + u64::from(left.subsec_nanos() > 0));
         let over = used > self.count;
@@ -344,5 +372,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "rejected_code");
+        let cluster = json!({"count": 2, "time_window": 1, "policy": "redis-cluster",
+            "redis_cluster_nodes": ["127.0.0.1:7000"], "redis_cluster_name": "c"});
+        let e = compile(&cluster, &env).unwrap_err();
+        assert_eq!(e.path, "policy");
+        assert!(e.message.contains("not supported by Pylon"), "{e}");
+        let e = compile(
+            &json!({"count": 2, "time_window": 1, "policy": "redis"}),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("redis_host", "required with policy: redis")
+        );
+        let ok = json!({"count": 2, "time_window": 1, "policy": "redis",
+            "redis_host": "127.0.0.1", "redis_password": "pw"});
+        let plugin = compile(&ok, &env).unwrap();
+        assert!(!format!("{plugin:?}").contains("pw\""), "{plugin:?}");
     }
 }

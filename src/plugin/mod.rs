@@ -17,16 +17,31 @@
 //! Adding a plugin: one new file here and one line in [`registry::REGISTRY`].
 
 pub mod consumer;
+pub mod redis;
 pub mod registry;
 pub mod vars;
 
 pub mod basic_auth;
+pub mod body_filter;
 pub mod consumer_restriction;
+pub mod ip_list;
 pub mod jwt_auth;
-pub mod key_auth;
-pub mod limit_count;
-pub mod proxy_rewrite;
 
+pub mod cors;
+pub mod ip_restriction;
+pub mod key_auth;
+pub mod limit_conn;
+pub mod limit_count;
+pub mod limit_count_redis;
+pub mod limit_req;
+pub mod limit_req_redis;
+pub mod proxy_rewrite;
+pub mod real_ip;
+pub mod redirect;
+pub mod request_id;
+pub mod response_rewrite;
+
+use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -117,6 +132,9 @@ pub struct PluginCtx {
     /// The client address: the TCP peer, or what `real-ip` took from a header. Limits,
     /// `ip-restriction`, `X-Forwarded-For`, `X-Real-IP` and the access log use it.
     pub client_ip: Option<IpAddr>,
+    /// The client's port (`$remote_port`): the TCP peer's, or the one `real-ip` took with the
+    /// address (`1.2.3.4:9080`).
+    pub client_port: Option<u16>,
     /// The consumer an authentication plugin identified.
     pub consumer: Option<Arc<Consumer>>,
     /// The id of the matched route (empty before the route's chain runs or when none
@@ -132,6 +150,18 @@ pub struct PluginCtx {
     pub upstream_tls: Option<bool>,
     /// Slots held until the request ends.
     pub held: Vec<Box<dyn Held>>,
+    /// Query arguments that carried a credential (`?apikey=`, `?jwt=`): their values are
+    /// masked wherever the request target is logged.
+    pub secret_args: Vec<Arc<str>>,
+    /// What plugins carry from one phase of this request to a later one (the CORS headers
+    /// decided from the request's `Origin`, a body being rewritten), by plugin instance.
+    stash: Vec<(usize, Box<dyn Any + Send + Sync>)>,
+}
+
+/// The key under which `plugin` keeps its values in [`PluginCtx`]'s stash: its address, so
+/// two instances of one plugin (a global rule's and a route's) keep theirs apart.
+pub fn stash_key<P>(plugin: &P) -> usize {
+    plugin as *const P as usize
 }
 
 impl PluginCtx {
@@ -139,6 +169,45 @@ impl PluginCtx {
     /// sent).
     pub fn add_response_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.response_headers.push((name, value));
+    }
+
+    /// Keeps `value` for a later phase under `key` ([`stash_key`]), replacing the `T` that
+    /// was there (values of different types under one key are kept apart).
+    pub fn stash_put<T: Any + Send + Sync>(&mut self, key: usize, value: T) {
+        let value: Box<dyn Any + Send + Sync> = Box::new(value);
+        let slot = self
+            .stash
+            .iter_mut()
+            .find(|(k, v)| *k == key && v.is::<T>());
+        match slot {
+            Some(slot) => slot.1 = value,
+            None => self.stash.push((key, value)),
+        }
+    }
+
+    /// The value kept under `key`, if it is a `T`.
+    pub fn stash_get<T: Any + Send + Sync>(&self, key: usize) -> Option<&T> {
+        self.stash
+            .iter()
+            .find(|(k, v)| *k == key && v.is::<T>())
+            .and_then(|(_, v)| v.downcast_ref())
+    }
+
+    /// The value kept under `key`, if it is a `T`, to change.
+    pub fn stash_mut<T: Any + Send + Sync>(&mut self, key: usize) -> Option<&mut T> {
+        self.stash
+            .iter_mut()
+            .find(|(k, v)| *k == key && v.is::<T>())
+            .and_then(|(_, v)| v.downcast_mut())
+    }
+
+    /// Removes and returns the value kept under `key`, if it is a `T`.
+    pub fn stash_take<T: Any + Send + Sync>(&mut self, key: usize) -> Option<T> {
+        let i = self
+            .stash
+            .iter()
+            .position(|(k, v)| *k == key && v.is::<T>())?;
+        self.stash.swap_remove(i).1.downcast().ok().map(|b| *b)
     }
 }
 

@@ -127,11 +127,45 @@ fn compile_headers(m: &serde_json::Map<String, Value>) -> Result<Headers, Plugin
     Ok(h)
 }
 
-/// APISIX (`ngx.re.sub`) replacements name captures `$1` or `${1}`; the regex crate reads
-/// `$1_` as a capture named `1_`, so every numbered reference is braced.
-fn replacement(s: &str) -> String {
-    let re = Regex::new(r"\$(\d+)").expect("constant regex");
-    re.replace_all(s, "$${$1}").into_owned()
+/// An `ngx.re.sub` replacement (`$0`, `$1`, `${1}`, and `$$` for a dollar) in the regex
+/// crate's syntax: every numbered capture braced (the regex crate reads `$1_` as a capture
+/// named `1_`), and a `$` that starts no capture kept as a literal dollar.
+pub fn ngx_replacement(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push_str("$$");
+            rest = tail;
+            continue;
+        }
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            out.push_str("${");
+            out.push_str(&after[..digits]);
+            out.push('}');
+            rest = &after[digits..];
+            continue;
+        }
+        if let Some(inner) = after.strip_prefix('{') {
+            if let Some(end) = inner.find('}') {
+                let name = &inner[..end];
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+                    out.push_str("${");
+                    out.push_str(name);
+                    out.push('}');
+                    rest = &inner[end + 1..];
+                    continue;
+                }
+            }
+        }
+        out.push_str("$$");
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn compile(v: &Value, _env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
@@ -159,7 +193,7 @@ fn compile(v: &Value, _env: &Env) -> Result<Arc<dyn Plugin>, PluginError> {
             let re = Regex::new(&pair[0]).map_err(|e| {
                 PluginError::new(format!("regex_uri[{}]", 2 * i), format!("bad regex: {e}"))
             })?;
-            regex_uri.push((re, replacement(&pair[1])));
+            regex_uri.push((re, ngx_replacement(&pair[1])));
         }
     }
     let method = match &c.method {
@@ -338,6 +372,17 @@ mod tests {
         assert_eq!(r.headers.get_all("x-add").iter().count(), 2);
         assert_eq!(r.headers["x-api-version"], "v1");
         assert!(r.headers.get("x-drop").is_none());
+    }
+
+    #[test]
+    fn ngx_replacements_become_regex_crate_ones() {
+        assert_eq!(ngx_replacement("/$1_$2"), "/${1}_${2}");
+        assert_eq!(ngx_replacement("${1}x$$1 $ $a"), "${1}x$$1 $$ $$a");
+        let re = Regex::new("^/(a)(b)").unwrap();
+        assert_eq!(
+            re.replace("/ab", ngx_replacement("$2_$1$$1").as_str()),
+            "b_a$1"
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    basic_auth, consumer, consumer_restriction, jwt_auth, key_auth, limit_count, proxy_rewrite,
-    Consumer, Entry, Plugin,
+    basic_auth, consumer, consumer_restriction, cors, ip_restriction, jwt_auth, key_auth,
+    limit_conn, limit_count, limit_req, proxy_rewrite, real_ip, redirect, request_id,
+    response_rewrite, Consumer, Entry, Plugin,
 };
 use crate::config::kind::Kind;
 use crate::config::secrets;
@@ -62,6 +63,14 @@ pub static REGISTRY: &[Spec] = &[
     basic_auth::SPEC,
     jwt_auth::SPEC,
     consumer_restriction::SPEC,
+    ip_restriction::SPEC,
+    real_ip::SPEC,
+    response_rewrite::SPEC,
+    redirect::SPEC,
+    cors::SPEC,
+    request_id::SPEC,
+    limit_req::SPEC,
+    limit_conn::SPEC,
 ];
 
 static IGNORE_UNKNOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

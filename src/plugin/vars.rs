@@ -13,6 +13,8 @@ use super::PluginCtx;
 pub enum Var {
     /// `remote_addr`: the client address (after `real-ip`).
     RemoteAddr,
+    /// `remote_port`: the client's port (after `real-ip`).
+    RemotePort,
     /// `consumer_name`: the authenticated consumer's username (empty without one).
     ConsumerName,
     /// `route_id`.
@@ -44,6 +46,7 @@ impl Var {
     pub fn parse(name: &str) -> Result<Var, String> {
         Ok(match name {
             "remote_addr" | "realip_remote_addr" => Var::RemoteAddr,
+            "remote_port" => Var::RemotePort,
             "consumer_name" => Var::ConsumerName,
             "route_id" => Var::RouteId,
             "host" => Var::Host,
@@ -64,7 +67,7 @@ impl Var {
                     Var::Cookie(c.to_string())
                 } else {
                     return Err(format!(
-                        "unknown variable {name:?} (Pylon knows remote_addr, consumer_name, \
+                        "unknown variable {name:?} (Pylon knows remote_addr, remote_port, consumer_name, \
                          route_id, host, uri, request_uri, request_method, scheme, args, \
                          http_*, arg_*, cookie_*)"
                     ));
@@ -80,6 +83,11 @@ impl Var {
             Var::RemoteAddr => {
                 if let Some(ip) = cx.client_ip {
                     let _ = write!(out, "{ip}");
+                }
+            }
+            Var::RemotePort => {
+                if let Some(port) = cx.client_port {
+                    let _ = write!(out, "{port}");
                 }
             }
             Var::ConsumerName => {
@@ -172,6 +180,25 @@ pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
         i += 1;
     }
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `target` (a path and query) with the values of the query arguments in `names` replaced
+/// by `***`, for logs: credentials sent in the query must not be written there.
+pub fn mask_args<'t>(target: &'t str, names: &[std::sync::Arc<str>]) -> std::borrow::Cow<'t, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return std::borrow::Cow::Borrowed(target);
+    };
+    if names.is_empty() {
+        return std::borrow::Cow::Borrowed(target);
+    }
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if names.iter().any(|n| **n == *k) => format!("{k}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{path}?{}", masked.join("&")))
 }
 
 /// The value of cookie `name` (RFC 6265 `Cookie: a=1; b=2`).
@@ -289,5 +316,16 @@ mod tests {
         );
         assert!(Template::parse("$nope").is_err());
         assert!(Template::parse("cost $").unwrap().is_literal());
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_masked() {
+        let names = [std::sync::Arc::from("apikey")];
+        assert_eq!(
+            mask_args("/a?x=1&apikey=s3cret&y", &names),
+            "/a?x=1&apikey=***&y"
+        );
+        assert_eq!(mask_args("/a?x=1", &[]), "/a?x=1");
+        assert_eq!(mask_args("/a", &names), "/a");
     }
 }
