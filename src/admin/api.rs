@@ -237,6 +237,11 @@ impl Api {
         }
     }
 
+    /// The reloader of the resources file this API changes.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
     /// Runs `op` on `kind`; `what` (e.g. `PUT /apisix/admin/routes/1`) names it in logs.
     ///
     /// Errors: see [`AdminError`].

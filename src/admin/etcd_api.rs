@@ -72,6 +72,11 @@ impl EtcdApi {
         }
     }
 
+    /// The etcd watcher this API writes through.
+    pub fn sync(&self) -> &Arc<EtcdSync> {
+        &self.sync
+    }
+
     async fn client(&self) -> Result<Client, AdminError> {
         let mut c = self.client.lock().await;
         if let Some(client) = c.as_ref() {

@@ -20,6 +20,10 @@
 //! | `DELETE <kind>/<id>` | 200 `{"deleted": "1", "key": …}`; 400 while something refers to it |
 //! | `GET openapi.json` | the OpenAPI 3 description (`docs/admin-openapi.json`) |
 //! | `GET upstreams/<id>/probe` | Pylon extension: 200, the `pylon probe` report of that upstream ([`crate::diagnose`]); 404 |
+//! | `GET status` | Pylon extension: version, provider, certificate expiry, node health ([`status`]) |
+//! | `POST certificates/inspect` | Pylon extension: what a PEM certificate and key are ([`crate::tls::inspect`]) |
+//!
+//! The same listener serves the dashboard at `/ui/` ([`ui`]), without the key.
 //!
 //! Bodies use the resources file's fields; `create_time` and `update_time` (Unix seconds) are
 //! set by the API. Errors are `{"error_msg": "…"}`: 400 names the field (relative to the
@@ -34,8 +38,10 @@
 pub mod api;
 pub mod etcd_api;
 pub mod persist;
+pub mod status;
 pub mod store;
 pub mod transfer;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,7 +148,7 @@ enum Backend {
 pub struct AdminApp {
     key: Option<Vec<u8>>,
     backend: Backend,
-    /// The table the proxy serves from, for `upstreams/<id>/probe`.
+    /// The table the proxy serves from, for `upstreams/<id>/probe` and `status`.
     table: Arc<arc_swap::ArcSwap<crate::table::Table>>,
 }
 
@@ -161,6 +167,10 @@ fn authorized(key: Option<&[u8]>, given: Option<&[u8]>) -> bool {
 enum Target {
     OpenApi,
     Object(Kind, Op),
+    /// `GET status` (Pylon extension, [`status`]).
+    Status,
+    /// `POST certificates/inspect` (Pylon extension, [`status`]).
+    Inspect(Value),
     /// `GET upstreams/<id>/probe`.
     Probe(String),
 }
@@ -172,8 +182,11 @@ fn route(method: &Method, path: &str, body: Value, json_patch: bool) -> Result<T
         .strip_prefix("/apisix/admin/")
         .ok_or_else(|| AdminError::NotFound(format!("{path}: not an admin API path")))?;
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    if parts == ["openapi.json"] && method == Method::GET {
-        return Ok(Target::OpenApi);
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["openapi.json"]) => return Ok(Target::OpenApi),
+        ("GET", ["status"]) => return Ok(Target::Status),
+        ("POST", ["certificates", "inspect"]) => return Ok(Target::Inspect(body)),
+        _ => {}
     }
     let kind = parts
         .first()
@@ -249,6 +262,16 @@ impl ServeHttp for AdminApp {
         // Pipelined requests are answered in order (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
         let req = session.req_header();
+        if ui::is_ui_path(req.uri.path()) {
+            // The dashboard's files hold nothing secret: served without the key, which the
+            // page then sends with every admin API call.
+            let etag = req.headers.get(http::header::IF_NONE_MATCH);
+            return ui::serve(
+                &req.method,
+                req.uri.path(),
+                etag.and_then(|v| v.to_str().ok()),
+            );
+        }
         let given = req.headers.get("x-api-key").map(|v| v.as_bytes());
         if !authorized(self.key.as_deref(), given) {
             // APISIX's message for a missing or wrong key.
@@ -292,6 +315,8 @@ impl ServeHttp for AdminApp {
                 return respond(200, "application/json", OPENAPI.as_bytes().to_vec())
             }
             Ok(Target::Object(kind, op)) => (kind, op),
+            Ok(Target::Status) => return self.status().await,
+            Ok(Target::Inspect(body)) => return status::inspect_response(body),
             Ok(Target::Probe(id)) => return self.probe(&id).await,
             Err(e) => return error_response(&e),
         };
@@ -438,6 +463,20 @@ mod tests {
             404
         );
         assert_eq!(r(Method::GET, "/metrics", false).unwrap_err().status(), 404);
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/status", false).unwrap(),
+            Target::Status
+        );
+        assert_eq!(
+            r(Method::POST, "/apisix/admin/certificates/inspect", false).unwrap(),
+            Target::Inspect(Value::Null)
+        );
+        assert_eq!(
+            r(Method::GET, "/apisix/admin/certificates/inspect", false)
+                .unwrap_err()
+                .status(),
+            404
+        );
         assert_eq!(
             r(Method::GET, "/apisix/admin/upstreams/u1/probe", false).unwrap(),
             Target::Probe("u1".into())

@@ -378,6 +378,9 @@ fn compile_ssl(cx: &mut Ctx, path: &str, ssl: &model::Ssl) {
             loaded.push((cp.clone(), ck));
         }
     }
+    if client {
+        super::ssl::check_client_purpose(cx, &loaded);
+    }
     let first = loaded.first().map(|(_, ck)| ck.clone());
     if client && (ssl.snis.is_some() || ssl.sni.is_some()) {
         cx.warn(format!("{path}.snis"), "ignored for type: client");

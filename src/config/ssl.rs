@@ -19,6 +19,7 @@ use super::compile::Ctx;
 use super::model::{self, Gateway};
 use super::Problem;
 use crate::tls::client_cert::ClientCertHeaders;
+use crate::tls::inspect::check_client_auth;
 use crate::tls::store::{cert_covers, CertStore, ClientAuth, ServerSsl, SniPattern};
 
 /// `client.depth` when not given (APISIX's default; nginx `ssl_verify_depth` 1).
@@ -90,6 +91,17 @@ pub(super) fn compile_server(
             field.as_str(),
             format!("{name} is already served by {other}: each name may have one ssl"),
         );
+    }
+}
+
+/// Refuses, at each certificate's field, a `type: client` certificate that may not be used
+/// for TLS client authentication ([`check_client_auth`]): it would fail every handshake with
+/// an upstream that verifies it ("unsupported certificate purpose").
+pub(super) fn check_client_purpose(cx: &mut Ctx, pairs: &[(String, Arc<CertKey>)]) {
+    for (cert_path, pair) in pairs {
+        if let Err(e) = check_client_auth(pair.leaf()) {
+            cx.problem(cert_path.as_str(), e);
+        }
     }
 }
 

@@ -216,6 +216,11 @@ impl EtcdSync {
         self.applied.subscribe()
     }
 
+    /// The configuration version serving (0 before the operations service attached).
+    pub fn version(&self) -> u64 {
+        self.published().map_or(0, |p| p.version())
+    }
+
     /// A display name for log lines: `etcd http://…/apisix`.
     pub fn source_name(&self) -> String {
         format!(

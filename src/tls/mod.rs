@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod client_cert;
+pub mod inspect;
 pub mod store;
 
 use std::path::{Path, PathBuf};

@@ -259,8 +259,13 @@ pub struct Gateway {
     child: Child,
 }
 
+/// The `pylon` binary Cargo built for these tests, or `$PYLON_BIN` when set (a copy kept
+/// apart from a target folder that other builds share).
 pub fn pylon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pylon")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("PYLON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pylon").to_string())
+    })
 }
 
 /// Writes `pylon.yaml` (listening on `port`) and `resources.yaml` into `dir`.
