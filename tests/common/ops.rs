@@ -174,8 +174,13 @@ pub fn get(url: &str) -> (u16, String) {
     (resp.status().as_u16(), resp.text().unwrap())
 }
 
-/// Scrapes `/metrics` on `port`.
+/// Scrapes `/metrics` on `port`, once the metrics listener accepts (it may start after the
+/// proxy listener the gateway's start waited for).
 pub fn scrape(port: u16) -> String {
+    assert!(
+        wait_until(Duration::from_secs(20), || listening(port)),
+        "the metrics listener on {port} never accepted"
+    );
     let (status, body) = get(&format!("http://127.0.0.1:{port}/metrics"));
     assert_eq!(status, 200, "{body}");
     body
