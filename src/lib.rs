@@ -13,6 +13,7 @@ pub mod certs;
 pub mod config;
 pub mod etcd;
 pub mod forwarding;
+pub mod grpc;
 pub mod ops;
 pub mod proxy;
 pub mod router;

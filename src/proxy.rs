@@ -19,6 +19,11 @@
 //!   otherwise only for idempotent methods before any response arrived.
 //! - `fail_to_proxy`: status mapping (refused/reset/TLS → 502, timeouts → 504) and one log
 //!   line naming route, upstream, node and cause.
+//!
+//! gRPC calls (see [`crate::grpc`]) get their errors as `grpc-status`, their `grpc-timeout`
+//! applied to the upstream call, and retries only when the upstream cannot have seen them.
+//! HTTP/2 upstreams take a per-node connect turn ([`crate::upstream::Node::h2_connect_turn`])
+//! from node selection until a stream is obtained.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,13 +38,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::forwarding::{hash_key_bytes, refuse_reason, request_host, set_forwarding_headers};
+use crate::grpc::{self, Code};
 use crate::router::{ambiguous_path, normalize_path};
 use crate::table::{Route, Table};
 use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::health::Outcome;
 use crate::upstream::select::{Inflight, Tried};
-use crate::upstream::{peer, PassHost, SniSource};
+use crate::upstream::{peer, HttpVersion, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
 pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
@@ -107,6 +113,10 @@ pub struct RequestCtx {
     retry_same_node: bool,
     /// Timing and upstream facts for the access log and metrics.
     ops: crate::ops::RequestOps,
+    /// Set for gRPC calls (`content-type: application/grpc…`).
+    grpc: Option<grpc::Call>,
+    /// The node's HTTP/2 connect turn, held until the upstream stream is obtained.
+    h2_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// Added to the error line when a fresh TLS connection dies before any response. With TLS
@@ -200,6 +210,14 @@ impl ProxyHttp for Gateway {
             session.respond_error(status).await?;
             return Ok(true);
         }
+        ctx.grpc = match grpc::Call::of(session.req_header()) {
+            Ok(call) => call,
+            Err(why) => {
+                return grpc::respond(session, Code::Internal, why)
+                    .await
+                    .map(|_| true)
+            }
+        };
         let table = self.table.load();
         let tls = client_cert::connection(session);
         // Rules match the normalized path (no `..` escapes); the original goes upstream.
@@ -214,6 +232,16 @@ impl ProxyHttp for Gateway {
         }
         match client_cert::check(&table.tls, tls, request_host(session), &path) {
             Verdict::Allow(client) => ctx.client_cert = client,
+            Verdict::Reject(why) if ctx.grpc.is_some() => {
+                warn!(
+                    "{} -> grpc-status 16: {why}",
+                    session.req_header().uri.path()
+                );
+                let msg = "a valid client certificate is required";
+                return grpc::respond(session, Code::Unauthenticated, msg)
+                    .await
+                    .map(|_| true);
+            }
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
         }
         let req = session.req_header();
@@ -223,6 +251,12 @@ impl ProxyHttp for Gateway {
         if let Some(route) = route {
             ctx.route = Some(route.clone());
             return Ok(false);
+        }
+        if ctx.grpc.is_some() {
+            let msg = format!("no route matches {}", session.req_header().uri.path());
+            return grpc::respond(session, Code::Unimplemented, &msg)
+                .await
+                .map(|_| true);
         }
         let mut resp = ResponseHeader::build(404, Some(2))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -243,6 +277,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let upstream = &route.upstream;
+        ctx.h2_turn = None;
         let key = match &upstream.hash_key {
             Some(k) => hash_key_bytes(session, k),
             None => std::borrow::Cow::Borrowed(&[][..]),
@@ -291,6 +326,15 @@ impl ProxyHttp for Gateway {
         if let Some(t) = &route.timeouts {
             peer::apply_timeouts(&mut peer, t);
         }
+        if let Some(call) = &ctx.grpc {
+            call.bound(&mut peer)?;
+        }
+        if upstream.http != HttpVersion::H1 {
+            let limit = peer.options.total_connection_timeout;
+            ctx.h2_turn = node
+                .h2_connect_turn(limit.unwrap_or(upstream.timeouts.connect))
+                .await;
+        }
         Ok(peer)
     }
 
@@ -311,8 +355,12 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header(http::header::CONNECTION, "keep-alive")?;
         }
         match &route.upstream.pass_host {
-            // HTTP/1.0 may come without Host; the upstream still gets one.
-            PassHost::Pass if upstream_request.headers.get(http::header::HOST).is_none() => {
+            // HTTP/1.0 may come without Host; the upstream still gets one. (An HTTP/2
+            // request's :authority goes on as the upstream's :authority or Host.)
+            PassHost::Pass
+                if upstream_request.headers.get(http::header::HOST).is_none()
+                    && upstream_request.uri.authority().is_none() =>
+            {
                 let host = route.upstream.nodes[i].host_header.clone();
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
@@ -324,6 +372,9 @@ impl ProxyHttp for Gateway {
             PassHost::Rewrite(h) => {
                 upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
+        }
+        if upstream_request.version == http::Version::HTTP_2 {
+            grpc::strip_connection_headers(upstream_request);
         }
         set_forwarding_headers(session, upstream_request)
     }
@@ -338,6 +389,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.reused = Some(reused);
+        ctx.h2_turn = None;
         Ok(())
     }
 
@@ -367,7 +419,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         ctx.ops.upstream_body(end_of_stream);
-        Ok(None)
+        match &ctx.grpc {
+            // A response still streaming when the deadline passes is cut.
+            Some(call) if !end_of_stream && call.expired() => Err(call.deadline_error()),
+            _ => Ok(None),
+        }
     }
 
     async fn response_filter(
@@ -391,6 +447,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.h2_turn = None;
         ctx.report_failure(&e);
         if let Some(route) = &ctx.route {
             let cause = crate::ops::metrics::failure_cause(&e);
@@ -423,6 +480,7 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        ctx.h2_turn = None;
         if e.esource() == &ErrorSource::Downstream {
             // The client left, timed out or sent a bad body: not the node's fault, and there
             // is no one to retry for.
@@ -436,8 +494,17 @@ impl ProxyHttp for Gateway {
         if !stale_pooled {
             ctx.report_failure(&e);
         }
-        let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
-        ctx.retry_same_node = retry && stale_pooled;
+        let (retry, same_node) = if ctx.grpc.is_some() {
+            // Only when the upstream application cannot have seen the call: on another node
+            // if one is left, else (a pooled connection going away) on a new connection.
+            let safe = grpc::safe_to_retry(&e) && !session.as_ref().retry_buffer_truncated();
+            let other = safe && !ctx.responded && ctx.may_retry();
+            (other || (safe && client_reused), !other)
+        } else {
+            let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
+            (retry, stale_pooled)
+        };
+        ctx.retry_same_node = retry && same_node;
         e.set_retry(retry);
         e
     }
@@ -450,15 +517,18 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let code = status_for(e);
         if code > 0 {
+            let closed_early = ctx.route.as_ref().is_some_and(|r| r.upstream.tls)
+                && ctx.reused == Some(false)
+                && !ctx.responded
+                && e.esource() == &ErrorSource::Upstream
+                && matches!(
+                    e.etype(),
+                    ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ConnectionClosed
+                        | ErrorType::H2Error
+                );
             if let Some(route) = &ctx.route {
-                let closed_early = route.upstream.tls
-                    && ctx.reused == Some(false)
-                    && !ctx.responded
-                    && e.esource() == &ErrorSource::Upstream
-                    && matches!(
-                        e.etype(),
-                        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-                    );
                 if closed_early {
                     crate::ops::metrics::upstream_failure(&route.upstream.id, "tls_rejected");
                 }
@@ -479,7 +549,14 @@ impl ProxyHttp for Gateway {
                     if closed_early { "; " } else { "" },
                 );
             }
-            if let Err(write_err) = session.respond_error(code).await {
+            let answered = match &ctx.grpc {
+                Some(call) => {
+                    let msg = grpc::failure_message(e, call, closed_early);
+                    grpc::respond(session, grpc::code_for_status(code), &msg).await
+                }
+                None => session.respond_error(code).await,
+            };
+            if let Err(write_err) = answered {
                 warn!("failed to send error response to downstream: {write_err}");
             }
         }
