@@ -270,7 +270,10 @@ pub fn failure_message(e: &Error, call: &Call, closed_after_handshake: bool) -> 
         ConnectRefused => "the upstream refused the connection",
         ConnectTimedout => "connecting to the upstream timed out",
         ConnectNoRoute => "no route to the upstream",
-        TLSHandshakeFailure | HandshakeError => "the TLS handshake with the upstream failed",
+        TLSHandshakeFailure => "the TLS handshake with the upstream failed",
+        HandshakeError => {
+            "the HTTP/2 handshake with the upstream failed (does the node speak HTTP/2?)"
+        }
         TLSHandshakeTimedout => "the TLS handshake with the upstream timed out",
         InvalidCert => "the upstream's certificate failed verification",
         ReadTimedout | WriteTimedout => "the upstream did not answer in time",
@@ -283,8 +286,48 @@ pub fn failure_message(e: &Error, call: &Call, closed_after_handshake: bool) -> 
         (ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout, Some(t)) => {
             format!("{what} (grpc-timeout {t:?})")
         }
+        (TLSHandshakeFailure, _) => match tls_alert(e) {
+            Some(alert) => format!(
+                "{what}: the upstream sent the TLS alert \"{alert}\"{}",
+                if CLIENT_CERT_ALERTS.contains(&alert) {
+                    " (client certificate missing or not trusted?)"
+                } else {
+                    ""
+                }
+            ),
+            None => what.to_string(),
+        },
         _ => what.to_string(),
     }
+}
+
+/// TLS alerts (RFC 8446 §6.2) a server sends about the client's certificate.
+const CLIENT_CERT_ALERTS: [&str; 6] = [
+    "certificate required",
+    "bad certificate",
+    "unknown ca",
+    "certificate unknown",
+    "certificate expired",
+    "access denied",
+];
+
+/// The TLS alert named in a handshake error (OpenSSL words them `… alert unknown ca …`).
+fn tls_alert(e: &Error) -> Option<&'static str> {
+    const ALERTS: [&str; 9] = [
+        "certificate required",
+        "bad certificate",
+        "unknown ca",
+        "certificate unknown",
+        "certificate expired",
+        "access denied",
+        "certificate revoked",
+        "handshake failure",
+        "protocol version",
+    ];
+    let text = e.to_string();
+    ALERTS
+        .into_iter()
+        .find(|a| text.contains(&format!("alert {a}")))
 }
 
 #[cfg(test)]
@@ -377,6 +420,33 @@ mod tests {
         assert_eq!(code_for_status(400), Code::Internal);
         assert_eq!(code_for_status(418), Code::Unknown);
         assert_eq!(encode_message("a b%c\u{e9}\n"), "a b%25c%C3%A9%0A");
+    }
+
+    #[test]
+    fn failure_messages_name_the_cause() {
+        let call = Call {
+            timeout: Some(Duration::from_millis(300)),
+            deadline: None,
+        };
+        let e = Error::explain(ErrorType::ReadTimedout, "x");
+        assert_eq!(
+            failure_message(&e, &call, false),
+            "the upstream did not answer in time (grpc-timeout 300ms)"
+        );
+        let cause = "error:0A00045C:SSL routines::tlsv13 alert certificate required";
+        let e = Error::because(
+            ErrorType::TLSHandshakeFailure,
+            "handshake",
+            cause.to_string(),
+        );
+        assert_eq!(
+            failure_message(&e, &call, false),
+            "the TLS handshake with the upstream failed: the upstream sent the TLS alert \
+             \"certificate required\" (client certificate missing or not trusted?)"
+        );
+        let e = Error::explain(ErrorType::HTTPStatus(503), "no available node");
+        assert_eq!(failure_message(&e, &call, false), "no available node");
+        assert!(failure_message(&e, &call, true).contains("client certificate rejected?"));
     }
 
     #[test]

@@ -517,17 +517,19 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let code = status_for(e);
         if code > 0 {
+            // A fresh TLS connection that died before any response, or an HTTP/2 handshake
+            // cut short on a TLS connection.
             let closed_early = ctx.route.as_ref().is_some_and(|r| r.upstream.tls)
-                && ctx.reused == Some(false)
                 && !ctx.responded
                 && e.esource() == &ErrorSource::Upstream
-                && matches!(
-                    e.etype(),
+                && match e.etype() {
                     ErrorType::WriteError
-                        | ErrorType::ReadError
-                        | ErrorType::ConnectionClosed
-                        | ErrorType::H2Error
-                );
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::H2Error => ctx.reused == Some(false),
+                    ErrorType::HandshakeError => true,
+                    _ => false,
+                };
             if let Some(route) = &ctx.route {
                 if closed_early {
                     crate::ops::metrics::upstream_failure(&route.upstream.id, "tls_rejected");

@@ -18,6 +18,7 @@ use pylon::certs::{self, InitOptions, Issued, Role};
 
 pub mod admin;
 pub mod etcd;
+pub mod grpc;
 pub mod ops;
 pub mod origins;
 
@@ -257,8 +258,13 @@ pub struct Gateway {
     child: Child,
 }
 
+/// The `pylon` binary under test: this build's, or `PYLON_TEST_BIN` when set (for worktrees
+/// sharing one target directory, where `target/debug/pylon` is whichever was built last).
 pub fn pylon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pylon")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("PYLON_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pylon").into())
+    })
 }
 
 /// Writes `pylon.yaml` (listening on `port`) and `resources.yaml` into `dir`.
