@@ -450,7 +450,12 @@ impl ProxyHttp for Gateway {
         ctx.h2_turn = None;
         ctx.report_failure(&e);
         if let Some(route) = &ctx.route {
-            let cause = crate::ops::metrics::failure_cause(&e);
+            let cause = match crate::ops::metrics::failure_cause(&e) {
+                // An HTTP/2 handshake cut short on a fresh TLS connection: TLS 1.3's sign of a
+                // refused client certificate (see CLOSED_AFTER_HANDSHAKE).
+                "h2_handshake" if route.upstream.tls => "tls_rejected",
+                cause => cause,
+            };
             crate::ops::metrics::upstream_failure(&route.upstream.id, cause);
         }
         // Nothing reached the upstream: any method may be retried on another node.
@@ -531,7 +536,8 @@ impl ProxyHttp for Gateway {
                     _ => false,
                 };
             if let Some(route) = &ctx.route {
-                if closed_early {
+                // (A cut HTTP/2 handshake was counted by fail_to_connect.)
+                if closed_early && e.etype() != &ErrorType::HandshakeError {
                     crate::ops::metrics::upstream_failure(&route.upstream.id, "tls_rejected");
                 }
                 let hint = if closed_early {

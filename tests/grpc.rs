@@ -472,6 +472,12 @@ fn https_upstreams_use_http2_only_when_asked_and_offered() {
     // A node that does not offer h2 is reached over HTTP/1.1.
     let (status, body) = gw.get("/hello", Some("h1.test"));
     assert_eq!((status, body.as_str()), (200, "Hello API7!"));
+    // An HTTP/1.1 client's request goes to an h2 node as HTTP/2.
+    let (status, _) = gw.get("/not/grpc", Some("h2.test"));
+    assert_eq!(status, 200);
+    let seen = grpc.seen();
+    let plain = seen.iter().find(|c| c.path == "/not/grpc").unwrap();
+    assert_eq!(plain.header("connection"), None, "{plain:?}");
 }
 
 #[test]
