@@ -308,6 +308,35 @@ fn gateway_failures_answer_grpc_status_and_message() {
 }
 
 #[test]
+fn a_node_lost_in_the_middle_of_a_stream_ends_the_call_with_unavailable() {
+    let (dir, pki) = setup();
+    let server = GrpcServer::start("a", Some(&pki));
+    let ups = upstream("echo", "grpcs", &[server.port], MTLS, "");
+    let gw = TlsGateway::start(dir.path(), "", &resources(&pki, &echo_route("echo"), &ups));
+    block_on(async {
+        let mut c = tls_client(gw.tls_port, &pki, false).await;
+        let req = EchoRequest {
+            count: 1000,
+            interval_ms: 20,
+            ..echo("s")
+        };
+        let mut stream = c.server_stream(req).await.unwrap().into_inner();
+        assert_eq!(stream.message().await.unwrap().unwrap().message, "s 0");
+        assert_eq!(stream.message().await.unwrap().unwrap().message, "s 1");
+        server.stop();
+        let status = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended as if complete"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().starts_with("pylon: "), "{status:?}");
+    });
+}
+
+#[test]
 fn grpc_timeout_bounds_the_upstream_call() {
     let (dir, pki) = setup();
     let server = GrpcServer::start("a", Some(&pki));

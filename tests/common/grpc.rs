@@ -7,7 +7,8 @@
 //! - `Unary`: echoes `message` and `payload`; response header `x-echo-meta` repeats the
 //!   request's `x-meta`; sleeps `sleep_ms` first (ignoring `grpc-timeout`, so that only
 //!   the gateway enforces it); `fail_code` answers that status with metadata `x-detail`.
-//! - `ServerStream`: `count` replies, then `fail_code` (if set) in the trailers.
+//! - `ServerStream`: `count` replies, `interval_ms` apart, then `fail_code` (if set) in the
+//!   trailers.
 //! - `ClientStream`: one reply: the messages joined by `,`, `index` = total payload bytes.
 //! - `Bidi`: one reply per request, as each arrives.
 //!
@@ -46,6 +47,9 @@ pub struct EchoRequest {
     /// Unary, ServerStream: gRPC status to end with (0 = OK).
     #[prost(int32, tag = "5")]
     pub fail_code: i32,
+    /// ServerStream: milliseconds between replies.
+    #[prost(uint64, tag = "6")]
+    pub interval_ms: u64,
 }
 
 /// The service's reply.
@@ -193,6 +197,11 @@ impl GrpcServer {
         }
     }
 
+    /// Stops the server at once: its connections are closed under their calls.
+    pub fn stop(self) {
+        self._runtime.shutdown_background();
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::SeqCst)
@@ -309,8 +318,14 @@ async fn dispatch(
                         .map(|i| Ok(reply(format!("{} {i}", m.message), Vec::new(), i.into())))
                         .collect();
                     let end = (m.fail_code != 0).then(|| Err(failure(m.fail_code, "ServerStream")));
-                    let stream: ReplyStream =
-                        Box::pin(futures_util::stream::iter(replies.into_iter().chain(end)));
+                    let interval = Duration::from_millis(m.interval_ms);
+                    let paced = futures_util::stream::iter(replies.into_iter().chain(end)).then(
+                        move |r| async move {
+                            tokio::time::sleep(interval).await;
+                            r
+                        },
+                    );
+                    let stream: ReplyStream = Box::pin(paced);
                     Ok(Response::new(stream))
                 }
             });
