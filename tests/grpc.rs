@@ -467,9 +467,16 @@ fn h2c_clients_reach_grpc_and_grpcs_upstreams() {
             assert_eq!(replies.message().await.unwrap().unwrap().message, "ping");
         }
     });
-    // Plain HTTP/1.1 still works on the same listener.
+    // Plain HTTP/1.1 still works on the same listener, and so does an HTTP/1.0 request
+    // shorter than the 24-byte HTTP/2 preface (HAProxy's default health check).
     let (status, _) = gw.get("/pylon.test.Echo/Unary", Some("nothing.test"));
     assert_eq!(status, 404);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut tcp, b"OPTIONS / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut tcp, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
 }
 
 #[test]

@@ -18,6 +18,7 @@
 pub mod access_log;
 pub mod drain;
 pub mod etcd_sync;
+pub mod h2c;
 pub mod hold;
 pub mod log_limit;
 pub mod metrics;
