@@ -162,10 +162,9 @@ fn main() -> ExitCode {
             stats.percentile(0.99),
             stats.percentile(0.999),
             stats.errors,
-            if opened == 0 {
-                format!("{served} on the pooled connection(s) of the previous scenario")
-            } else {
-                (served / opened).to_string()
+            match served.checked_div(opened) {
+                Some(per) => per.to_string(),
+                None => format!("{served} on the pooled connection(s) of the previous scenario"),
             },
         );
     }

@@ -22,8 +22,8 @@
 //!
 //! gRPC calls (see [`crate::grpc`]) get their errors as `grpc-status`, their `grpc-timeout`
 //! applied to the upstream call, and retries only when the upstream cannot have seen them.
-//! HTTP/2 upstreams take a per-node connect turn ([`crate::upstream::Node::h2_connect_turn`])
-//! from node selection until a stream is obtained.
+//! `grpc`/`grpcs` upstreams take a per-node connect turn
+//! ([`crate::upstream::Node::h2_connect_turn`]) from node selection until a stream is obtained.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -329,7 +329,9 @@ impl ProxyHttp for Gateway {
         if let Some(call) = &ctx.grpc {
             call.bound(&mut peer)?;
         }
-        if upstream.http != HttpVersion::H1 {
+        // Only where every connection is HTTP/2: an `http2: true` node may answer in
+        // HTTP/1.1, whose requests each need a connection and must not queue for one.
+        if upstream.http == HttpVersion::H2 {
             let limit = peer.options.total_connection_timeout;
             ctx.h2_turn = node
                 .h2_connect_turn(limit.unwrap_or(upstream.timeouts.connect))
