@@ -14,6 +14,7 @@ pub mod config;
 pub mod diagnose;
 pub mod etcd;
 pub mod forwarding;
+pub mod grpc;
 pub mod ops;
 pub mod plugin;
 pub mod proxy;

@@ -27,6 +27,11 @@
 //!   otherwise only for idempotent methods before any response arrived.
 //! - `fail_to_proxy`: status mapping (refused/reset/TLS → 502, timeouts → 504) and one log
 //!   line naming route, upstream, node and cause.
+//!
+//! gRPC calls (see [`crate::grpc`]) get their errors as `grpc-status`, their `grpc-timeout`
+//! applied to the upstream call, and retries only when the upstream cannot have seen them.
+//! `grpc`/`grpcs` upstreams take a per-node connect turn
+//! ([`crate::upstream::Node::h2_connect_turn`]) from node selection until a stream is obtained.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +46,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::forwarding::{hash_key_bytes, refuse_reason, request_host, set_forwarding_headers};
+use crate::grpc::{self, Code};
 use crate::plugin::{PluginCtx, Reply};
 use crate::router::{ambiguous_path, normalize_path};
 use crate::table::{Route, Table};
@@ -48,7 +54,7 @@ use crate::tls::client_cert::{self, ClientCertHeaders, ClientIdentity, Verdict};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::health::Outcome;
 use crate::upstream::select::{Inflight, Tried};
-use crate::upstream::{peer, PassHost, SniSource};
+use crate::upstream::{peer, HttpVersion, PassHost, SniSource};
 
 /// Body of the 404 answer when no route matches (APISIX's shape).
 pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
@@ -130,6 +136,10 @@ pub struct RequestCtx {
     plugins: PluginCtx,
     /// The table, kept when it has global rules (their later phases run from it).
     global: Option<Arc<Table>>,
+    /// Set for gRPC calls (`content-type: application/grpc…`).
+    grpc: Option<grpc::Call>,
+    /// The node's HTTP/2 connect turn, held until the upstream stream is obtained.
+    h2_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// Sends a plugin's answer, with the response headers queued by plugins and their response
@@ -272,6 +282,14 @@ impl ProxyHttp for Gateway {
             session.respond_error(status).await?;
             return Ok(true);
         }
+        ctx.grpc = match grpc::Call::of(session.req_header()) {
+            Ok(call) => call,
+            Err(why) => {
+                return grpc::respond(session, Code::Internal, why)
+                    .await
+                    .map(|_| true)
+            }
+        };
         let table = self.table.load();
         let tls = client_cert::connection(session);
         // Rules match the normalized path (no `..` escapes); the original goes upstream.
@@ -286,6 +304,16 @@ impl ProxyHttp for Gateway {
         }
         match client_cert::check(&table.tls, tls, request_host(session), &path) {
             Verdict::Allow(client) => ctx.client_cert = client,
+            Verdict::Reject(why) if ctx.grpc.is_some() => {
+                warn!(
+                    "{} -> grpc-status 16: {why}",
+                    session.req_header().uri.path()
+                );
+                let msg = "a valid client certificate is required";
+                return grpc::respond(session, Code::Unauthenticated, msg)
+                    .await
+                    .map(|_| true);
+            }
             Verdict::Reject(why) => return client_cert::reject(session, &why).await.map(|_| true),
         }
         ctx.plugins.tls = tls.is_some();
@@ -328,6 +356,12 @@ impl ProxyHttp for Gateway {
             }
             return Ok(false);
         }
+        if ctx.grpc.is_some() {
+            let msg = format!("no route matches {}", session.req_header().uri.path());
+            return grpc::respond(session, Code::Unimplemented, &msg)
+                .await
+                .map(|_| true);
+        }
         let not_found = Reply::json(404, Bytes::from_static(NOT_FOUND_BODY.as_bytes()));
         send_reply(session, ctx, not_found).await.map(|_| true)
     }
@@ -341,6 +375,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route in context");
         };
         let upstream = &route.upstream;
+        ctx.h2_turn = None;
         let key = match &upstream.hash_key {
             Some(k) => hash_key_bytes(session, k, ctx.plugins.client_ip),
             None => std::borrow::Cow::Borrowed(&[][..]),
@@ -397,6 +432,17 @@ impl ProxyHttp for Gateway {
         if let Some(t) = &route.timeouts {
             peer::apply_timeouts(&mut peer, t);
         }
+        if let Some(call) = &ctx.grpc {
+            call.bound(&mut peer)?;
+        }
+        // Only where every connection is HTTP/2: an `http2: true` node may answer in
+        // HTTP/1.1, whose requests each need a connection and must not queue for one.
+        if upstream.http == HttpVersion::H2 {
+            let limit = peer.options.total_connection_timeout;
+            ctx.h2_turn = node
+                .h2_connect_turn(limit.unwrap_or(upstream.timeouts.connect))
+                .await;
+        }
         Ok(peer)
     }
 
@@ -417,8 +463,12 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header(http::header::CONNECTION, "keep-alive")?;
         }
         match &route.upstream.pass_host {
-            // HTTP/1.0 may come without Host; the upstream still gets one.
-            PassHost::Pass if upstream_request.headers.get(http::header::HOST).is_none() => {
+            // HTTP/1.0 may come without Host; the upstream still gets one. (An HTTP/2
+            // request's :authority goes on as the upstream's :authority or Host.)
+            PassHost::Pass
+                if upstream_request.headers.get(http::header::HOST).is_none()
+                    && upstream_request.uri.authority().is_none() =>
+            {
                 let host = route.upstream.nodes[i].host_header.clone();
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
@@ -430,6 +480,9 @@ impl ProxyHttp for Gateway {
             PassHost::Rewrite(h) => {
                 upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
+        }
+        if upstream_request.version == http::Version::HTTP_2 {
+            grpc::strip_connection_headers(upstream_request);
         }
         set_forwarding_headers(session, ctx.plugins.client_ip, upstream_request)?;
         // Only an authentication plugin may name the consumer (APISIX passes a client's own
@@ -458,6 +511,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.reused = Some(reused);
+        ctx.h2_turn = None;
         Ok(())
     }
 
@@ -487,7 +541,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         ctx.ops.upstream_body(end_of_stream);
-        Ok(None)
+        match &ctx.grpc {
+            // A response still streaming when the deadline passes is cut.
+            Some(call) if !end_of_stream && call.expired() => Err(call.deadline_error()),
+            _ => Ok(None),
+        }
     }
 
     async fn response_filter(
@@ -540,9 +598,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.h2_turn = None;
         ctx.report_failure(&e);
         if let Some(route) = &ctx.route {
-            let cause = crate::ops::metrics::failure_cause(&e);
+            let cause = match crate::ops::metrics::failure_cause(&e) {
+                // An HTTP/2 handshake cut short on a fresh TLS connection: TLS 1.3's sign of a
+                // refused client certificate (see CLOSED_AFTER_HANDSHAKE).
+                "h2_handshake" if route.upstream.tls => "tls_rejected",
+                cause => cause,
+            };
             crate::ops::metrics::upstream_failure(&route.upstream.id, cause);
         }
         // Nothing reached the upstream: any method may be retried on another node.
@@ -572,6 +636,7 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        ctx.h2_turn = None;
         if e.esource() == &ErrorSource::Downstream {
             // The client left, timed out or sent a bad body: not the node's fault, and there
             // is no one to retry for.
@@ -585,8 +650,17 @@ impl ProxyHttp for Gateway {
         if !stale_pooled {
             ctx.report_failure(&e);
         }
-        let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
-        ctx.retry_same_node = retry && stale_pooled;
+        let (retry, same_node) = if ctx.grpc.is_some() {
+            // Only when the upstream application cannot have seen the call: on another node
+            // if one is left, else (a pooled connection going away) on a new connection.
+            let safe = grpc::safe_to_retry(&e) && !session.as_ref().retry_buffer_truncated();
+            let other = safe && !ctx.responded && ctx.may_retry();
+            (other || (safe && client_reused), !other)
+        } else {
+            let retry = replayable && (stale_pooled || (!ctx.responded && ctx.may_retry()));
+            (retry, stale_pooled)
+        };
+        ctx.retry_same_node = retry && same_node;
         e.set_retry(retry);
         e
     }
@@ -599,16 +673,22 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let code = status_for(e);
         if code > 0 {
+            // A fresh TLS connection that died before any response, or an HTTP/2 handshake
+            // cut short on a TLS connection.
+            let closed_early = ctx.route.as_ref().is_some_and(|r| r.upstream.tls)
+                && !ctx.responded
+                && e.esource() == &ErrorSource::Upstream
+                && match e.etype() {
+                    ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::H2Error => ctx.reused == Some(false),
+                    ErrorType::HandshakeError => true,
+                    _ => false,
+                };
             if let Some(route) = &ctx.route {
-                let closed_early = route.upstream.tls
-                    && ctx.reused == Some(false)
-                    && !ctx.responded
-                    && e.esource() == &ErrorSource::Upstream
-                    && matches!(
-                        e.etype(),
-                        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-                    );
-                if closed_early {
+                // (A cut HTTP/2 handshake was counted by fail_to_connect.)
+                if closed_early && e.etype() != &ErrorType::HandshakeError {
                     crate::ops::metrics::upstream_failure(&route.upstream.id, "tls_rejected");
                 }
                 let hint = if closed_early {
@@ -636,7 +716,14 @@ impl ProxyHttp for Gateway {
                     if closed_early { "; " } else { "" },
                 );
             }
-            if let Err(write_err) = session.respond_error(code).await {
+            let answered = match &ctx.grpc {
+                Some(call) => {
+                    let msg = grpc::failure_message(e, call, closed_early);
+                    grpc::respond(session, grpc::code_for_status(code), &msg).await
+                }
+                None => session.respond_error(code).await,
+            };
+            if let Err(write_err) = answered {
                 warn!("failed to send error response to downstream: {write_err}");
             }
         }

@@ -31,10 +31,11 @@ pub(super) fn compile_checks(cx: &mut Ctx, path: &str, c: &model::Checks) -> Hea
             None | Some("http") => ProbeKind::Http,
             Some("https") => ProbeKind::Https,
             Some("tcp") => ProbeKind::Tcp,
+            Some("grpc") => ProbeKind::Grpc,
             Some(other) => {
                 cx.problem(
                     format!("{ap}.type"),
-                    format!("{other:?} is not valid: use http, https or tcp"),
+                    format!("{other:?} is not valid: use http, https, tcp or grpc"),
                 );
                 ProbeKind::Http
             }
@@ -55,6 +56,12 @@ pub(super) fn compile_checks(cx: &mut Ctx, path: &str, c: &model::Checks) -> Hea
                 ),
             }
         }
+        if a.grpc_service.is_some() && kind != ProbeKind::Grpc {
+            cx.warn(
+                format!("{ap}.grpc_service"),
+                "ignored: only grpc probes send it (set type: grpc)",
+            );
+        }
         let path_ok = a.http_path.as_deref().unwrap_or("/");
         if !path_ok.starts_with('/') {
             cx.problem(format!("{ap}.http_path"), "must start with \"/\"");
@@ -65,6 +72,7 @@ pub(super) fn compile_checks(cx: &mut Ctx, path: &str, c: &model::Checks) -> Hea
             host: a.host.clone(),
             port: a.port,
             path: path_ok.to_string(),
+            grpc_service: a.grpc_service.clone().unwrap_or_default(),
             verify: a.https_verify_certificate.unwrap_or(true),
             headers,
             healthy_interval: seconds(cx, &format!("{ap}.healthy.interval"), h.interval, one),

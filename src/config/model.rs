@@ -386,8 +386,11 @@ pub struct Upstream {
     pub hash_on: Option<String>,
     /// chash: the key.
     pub key: Option<String>,
-    /// `http` (default) | `https`.
+    /// `http` (default) | `https` | `grpc` (HTTP/2 cleartext) | `grpcs` (HTTP/2 over TLS).
     pub scheme: Option<String>,
+    /// Pylon: with `scheme: https`, offer HTTP/2 by ALPN and use it when the node selects
+    /// it (default false: HTTP/1.1).
+    pub http2: Option<bool>,
     /// The nodes, list or `{"host:port": weight}` map form.
     pub nodes: Nodes,
     /// `pass` (default) | `node` | `rewrite`.
@@ -581,9 +584,12 @@ pub struct Checks {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveCheck {
-    /// `http` (default), `https` or `tcp`.
+    /// `http` (default), `https`, `tcp` or (Pylon) `grpc`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// Pylon: the `service` asked about by `grpc` probes (`grpc.health.v1.Health/Check`;
+    /// default "", the whole server).
+    pub grpc_service: Option<String>,
     /// Seconds each probe may take (default 1).
     pub timeout: Option<f64>,
     /// Probes in flight at once (accepted; Pylon probes every node concurrently).

@@ -16,7 +16,7 @@ use crate::upstream::balancer::{Balancer, BalancerKind};
 use crate::upstream::health::{NodeHealth, ProbeKind};
 use crate::upstream::load::NodeLoad;
 use crate::upstream::peer::{self, PeerTls};
-use crate::upstream::{Node, PassHost, SniSource, Timeouts, Upstream};
+use crate::upstream::{HttpVersion, Node, PassHost, SniSource, Timeouts, Upstream};
 
 pub(super) fn seconds(cx: &mut Ctx, path: &str, value: Option<f64>, default: Duration) -> Duration {
     match value {
@@ -64,6 +64,43 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
+/// `scheme` and `http2`: whether the nodes are reached over TLS, and in which HTTP version.
+/// `grpc`/`grpcs` are APISIX's names for HTTP/2 in cleartext and over TLS; `http2` (Pylon)
+/// lets an `https` upstream negotiate HTTP/2.
+fn scheme(
+    cx: &mut Ctx,
+    path: &str,
+    scheme: Option<&str>,
+    http2: Option<bool>,
+) -> (bool, HttpVersion) {
+    let (tls, http) = match scheme {
+        None | Some("http") => (false, HttpVersion::H1),
+        Some("https") if http2 == Some(true) => (true, HttpVersion::H2OrH1),
+        Some("https") => (true, HttpVersion::H1),
+        Some("grpc") => (false, HttpVersion::H2),
+        Some("grpcs") => (true, HttpVersion::H2),
+        Some(s) => {
+            cx.problem(
+                format!("{path}.scheme"),
+                format!("{s:?} is not supported: use http, https, grpc or grpcs"),
+            );
+            (false, HttpVersion::H1)
+        }
+    };
+    match (scheme.unwrap_or("http"), http2) {
+        ("http", Some(_)) => cx.problem(
+            format!("{path}.http2"),
+            "only applies to scheme: https (for HTTP/2 in cleartext use scheme: grpc)",
+        ),
+        ("grpc" | "grpcs", Some(false)) => cx.problem(
+            format!("{path}.http2"),
+            "gRPC needs HTTP/2: remove http2: false or use scheme: http/https",
+        ),
+        _ => {}
+    }
+    (tls, http)
+}
+
 pub(super) fn compile_upstream(
     cx: &mut Ctx,
     path: &str,
@@ -87,17 +124,7 @@ pub(super) fn compile_upstream(
     let hash_key = (kind == BalancerKind::Chash)
         .then(|| super::checks::hash_key(cx, path, u.hash_on.as_deref(), u.key.as_deref()))
         .flatten();
-    let tls = match u.scheme.as_deref() {
-        None | Some("http") => false,
-        Some("https") => true,
-        Some(s) => {
-            cx.problem(
-                format!("{path}.scheme"),
-                format!("{s:?} is not supported: use http or https"),
-            );
-            false
-        }
-    };
+    let (tls, http) = scheme(cx, path, u.scheme.as_deref(), u.http2);
     let health = u.checks.as_ref().map(|c| {
         Arc::new(super::checks::compile_checks(
             cx,
@@ -191,6 +218,7 @@ pub(super) fn compile_upstream(
     if nodes.is_empty() {
         cx.problem(format!("{path}.nodes"), "at least one node is required");
     }
+    // APISIX: 443 for https and grpcs, 80 otherwise.
     let default_port = if tls { 443 } else { 80 };
     let mut compiled = Vec::new();
     let mut unnamed = Vec::new();
@@ -258,6 +286,7 @@ pub(super) fn compile_upstream(
             tls.then_some(&peer_tls),
             &sni,
             &t,
+            http,
         );
         p.options.idle_timeout = idle;
         compiled.push(Node {
@@ -269,6 +298,7 @@ pub(super) fn compile_upstream(
             weight: *weight,
             health: NodeHealth::default(),
             load: NodeLoad::default(),
+            h2_connect: Arc::default(),
         });
     }
     let all_ip = nodes.iter().all(|(_, host, _, _)| is_ip(host));
@@ -288,7 +318,8 @@ pub(super) fn compile_upstream(
         );
     }
     if let Some(a) = health.as_ref().and_then(|h| h.active.as_ref()) {
-        if a.kind == ProbeKind::Https && a.verify {
+        let over_tls = a.kind == ProbeKind::Https || (a.kind == ProbeKind::Grpc && tls);
+        if over_tls && a.verify {
             let unnamed: Vec<&str> = compiled
                 .iter()
                 .filter(|n| {
@@ -307,7 +338,7 @@ pub(super) fn compile_upstream(
                 cx.warn(
                     format!("{path}.checks.active.host"),
                     format!(
-                        "https probes of node(s) {} have no host name to verify and will fail: set checks.active.host or tls.sni",
+                        "TLS probes of node(s) {} have no host name to verify and will fail: set checks.active.host or tls.sni",
                         unnamed.join(", ")
                     ),
                 );
@@ -336,6 +367,7 @@ pub(super) fn compile_upstream(
         all_down: AtomicBool::new(false),
         pass_host,
         tls,
+        http,
         verify: tls && peer_tls.verify,
         sni: sni_source,
         timeouts: t,
@@ -362,7 +394,7 @@ fn upstream_tls(
     if !https {
         cx.warn(
             &tp,
-            "ignored: the upstream's scheme is http (set scheme: https)",
+            "ignored: the upstream's scheme is cleartext (set scheme: https or grpcs)",
         );
     }
     let mut out = PeerTls {

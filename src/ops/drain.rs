@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::Session;
@@ -81,7 +81,8 @@ impl Drop for Open {
     }
 }
 
-/// A [`ServerApp`] that counts the connections of the one it wraps and delays its
+/// A [`ServerApp`] that counts the connections of the HTTP application it wraps, tells
+/// HTTP/1.1 from cleartext HTTP/2 on plain connections ([`super::h2c`]), and delays its
 /// `cleanup` as described in the module documentation.
 pub struct Counted<A> {
     inner: Arc<A>,
@@ -97,14 +98,14 @@ impl<A> Counted<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = Open::new();
-        self.inner.process_new(session, shutdown).await
+        super::h2c::serve(&self.inner, session, shutdown).await
     }
 
     async fn cleanup(&self) {

@@ -257,13 +257,14 @@ pub fn request(route: &str, status: u16, total: Duration, upstream: Option<(&str
 
 /// The `cause` label for a failed upstream connection attempt: `refused`, `timeout`,
 /// `no_route`, `tls_handshake`, `tls_timeout`, `tls_certificate` (verification failed),
-/// `closed` or `other`.
+/// `h2_handshake` (the HTTP/2 handshake after connecting), `closed` or `other`.
 pub fn failure_cause(e: &Error) -> &'static str {
     match e.etype() {
         ErrorType::ConnectRefused => "refused",
         ErrorType::ConnectTimedout => "timeout",
         ErrorType::ConnectNoRoute => "no_route",
-        ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => "tls_handshake",
+        ErrorType::TLSHandshakeFailure => "tls_handshake",
+        ErrorType::HandshakeError => "h2_handshake",
         ErrorType::TLSHandshakeTimedout => "tls_timeout",
         ErrorType::InvalidCert => "tls_certificate",
         ErrorType::ConnectionClosed => "closed",

@@ -18,6 +18,7 @@
 pub mod access_log;
 pub mod drain;
 pub mod etcd_sync;
+pub mod h2c;
 pub mod hold;
 pub mod log_limit;
 pub mod metrics;
@@ -155,12 +156,17 @@ pub fn request_done(
 }
 
 /// The proxy service: [`Gateway`] under Pingora's HTTP proxy, with its connections counted
-/// ([`drain::Counted`]).
+/// ([`drain::Counted`]). Plain listeners speak HTTP/1.1 and, to clients that open with the
+/// HTTP/2 connection preface, cleartext HTTP/2 ("prior knowledge", RFC 9113 §3.3; what
+/// gRPC clients use without TLS); HTTPS listeners offer `h2` by ALPN.
 pub fn proxy_service(
     conf: &Arc<ServerConf>,
     gateway: Gateway,
 ) -> Service<drain::Counted<HttpProxy<Gateway>>> {
-    let proxy = pingora_proxy::http_proxy(conf, gateway);
+    let mut proxy = pingora_proxy::http_proxy(conf, gateway);
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
     Service::new("Pylon proxy".into(), drain::Counted::new(proxy))
 }
 

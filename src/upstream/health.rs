@@ -17,6 +17,11 @@ pub enum Outcome {
     TcpFailure,
     /// Connect or read timeout.
     Timeout,
+    /// A gRPC health check answered `SERVING` (counts as a healthy status).
+    Serving,
+    /// A gRPC health check answered anything else, or a gRPC error (counts as an unhealthy
+    /// status, against `http_failures`).
+    NotServing,
 }
 
 /// Thresholds and status lists for one side (active or passive).
@@ -46,6 +51,9 @@ pub enum ProbeKind {
     /// `GET http_path` over TLS, with the upstream's client certificate, CA, SNI and verify
     /// settings.
     Https,
+    /// `grpc.health.v1.Health/Check` over HTTP/2: in cleartext, or over TLS (with the
+    /// upstream's TLS settings) when the upstream's scheme is `grpcs` or `https`.
+    Grpc,
 }
 
 /// `checks.active`, compiled.
@@ -61,6 +69,8 @@ pub struct ActiveCheck {
     pub port: Option<u16>,
     /// Request path of http(s) probes.
     pub path: String,
+    /// The `service` field of gRPC probes ("" = the whole server).
+    pub grpc_service: String,
     /// Verify the certificate of https probes.
     pub verify: bool,
     /// Extra request headers.
@@ -126,23 +136,32 @@ impl NodeHealth {
                 .then(|| (false, format!("{n} consecutive {what}")))
         };
         match outcome {
-            Outcome::Status(code) if rules.healthy_statuses.contains(&code) => {
-                self.http_failures.store(0, Ordering::Relaxed);
-                self.tcp_failures.store(0, Ordering::Relaxed);
-                self.timeouts.store(0, Ordering::Relaxed);
-                let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
-                (n >= rules.successes.max(1) && !self.healthy.swap(true, Ordering::Relaxed))
-                    .then(|| (true, format!("{n} consecutive successes")))
-            }
+            Outcome::Status(code) if rules.healthy_statuses.contains(&code) => self.success(rules),
+            Outcome::Serving => self.success(rules),
             Outcome::Status(code) if rules.unhealthy_statuses.contains(&code) => failure(
                 &self.http_failures,
                 rules.http_failures,
                 "bad HTTP statuses",
             ),
+            Outcome::NotServing => failure(
+                &self.http_failures,
+                rules.http_failures,
+                "gRPC health checks not SERVING",
+            ),
             Outcome::Status(_) => None,
             Outcome::TcpFailure => failure(&self.tcp_failures, rules.tcp_failures, "TCP failures"),
             Outcome::Timeout => failure(&self.timeouts, rules.timeouts, "timeouts"),
         }
+    }
+
+    /// Counts a success: resets the failure counters; turns healthy after `successes`.
+    fn success(&self, rules: &Rules) -> Option<(bool, String)> {
+        self.http_failures.store(0, Ordering::Relaxed);
+        self.tcp_failures.store(0, Ordering::Relaxed);
+        self.timeouts.store(0, Ordering::Relaxed);
+        let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+        (n >= rules.successes.max(1) && !self.healthy.swap(true, Ordering::Relaxed))
+            .then(|| (true, format!("{n} consecutive successes")))
     }
 }
 
@@ -211,6 +230,19 @@ mod tests {
             h.record(Outcome::Status(503), &rules).map(|c| c.0),
             Some(false)
         );
+    }
+
+    #[test]
+    fn grpc_outcomes_count_as_statuses() {
+        let rules = default_active_rules();
+        let h = NodeHealth::default();
+        for _ in 0..4 {
+            assert_eq!(h.record(Outcome::NotServing, &rules), None);
+        }
+        let down = h.record(Outcome::NotServing, &rules);
+        assert_eq!(down.map(|c| c.0), Some(false), "5 = http_failures");
+        assert_eq!(h.record(Outcome::Serving, &rules), None);
+        assert_eq!(h.record(Outcome::Serving, &rules).map(|c| c.0), Some(true));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod balancer;
 pub mod chash;
+pub mod grpc_health;
 pub mod health;
 pub mod load;
 pub mod peer;
@@ -38,6 +39,19 @@ pub enum SniSource {
     Fixed,
     /// The host name of the client's Host header (`pass_host: pass` without `tls.sni`).
     RequestHost,
+}
+
+/// The HTTP version Pylon speaks to an upstream's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1 (`scheme: http`, `scheme: https`).
+    H1,
+    /// HTTP/2 when the node selects `h2` by ALPN (RFC 7301), else HTTP/1.1 (`scheme: https`
+    /// with `http2: true`).
+    H2OrH1,
+    /// HTTP/2 only (`scheme: grpc`: cleartext with prior knowledge, RFC 9113 §3.3;
+    /// `scheme: grpcs`: TLS with ALPN `h2`).
+    H2,
 }
 
 /// Timeouts applied to each connection and request (APISIX `timeout`).
@@ -85,12 +99,31 @@ pub struct Node {
     pub health: NodeHealth,
     /// Requests in flight and response-time EWMA.
     pub load: NodeLoad,
+    /// Taken while a request looks for (or opens) an HTTP/2 connection to this node, so
+    /// that a burst of calls to a node without a connection opens one connection and
+    /// multiplexes onto it instead of opening one each (see [`Node::h2_connect_turn`]).
+    pub h2_connect: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Node {
     /// Whether the node can take a request now (has an address and is healthy).
     pub fn is_up(&self) -> bool {
         self.health.is_healthy() && self.resolved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for this node's HTTP/2 connect turn: held from node selection until the request
+    /// has a stream on a pooled connection or a new connection is up (the holder drops it
+    /// then, or on failure). Pingora's pool only sees a connection once it is established,
+    /// so without the turn N concurrent calls to a cold node open N connections. Waits at
+    /// most `limit` (the connect timeout): a node that hangs on connect delays the others
+    /// by one connect timeout, not one each; `None` then, and the caller connects anyway.
+    pub async fn h2_connect_turn(
+        &self,
+        limit: Duration,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        tokio::time::timeout(limit, self.h2_connect.clone().lock_owned())
+            .await
+            .ok()
     }
 }
 
@@ -111,8 +144,10 @@ pub struct Upstream {
     pub all_down: AtomicBool,
     /// Host header rule.
     pub pass_host: PassHost,
-    /// Whether the scheme is https.
+    /// Whether the nodes are reached over TLS (`scheme: https` or `grpcs`).
     pub tls: bool,
+    /// The HTTP version spoken to the nodes.
+    pub http: HttpVersion,
     /// Whether the upstream certificate is verified (always with a host name).
     pub verify: bool,
     /// Where the SNI comes from.
@@ -143,6 +178,7 @@ impl Upstream {
             all_down: AtomicBool::new(false),
             pass_host: PassHost::Pass,
             tls: false,
+            http: HttpVersion::H1,
             verify: false,
             sni: SniSource::Fixed,
             timeouts: Timeouts::default(),

@@ -7,6 +7,10 @@
 //! the client certificate's and the CA certificates' SHA-256 fingerprints and the verify
 //! setting: a pooled connection is only reused by requests that would have made the same
 //! handshake.
+//!
+//! HTTP/2 peers offer `h2` by ALPN (or, in cleartext, speak it with prior knowledge) and carry
+//! up to [`H2_STREAMS`] concurrent streams per connection (receive windows: Pingora's 8 MiB
+//! per stream and per connection).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -14,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use openssl::x509::X509;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, ALPN};
 use pingora_core::utils::tls::CertKey;
 
-use super::Timeouts;
+use super::{HttpVersion, Timeouts};
 use crate::tls::fingerprint;
 
 /// TLS settings shared by every node of an upstream.
@@ -51,10 +55,23 @@ impl PeerTls {
     }
 }
 
-/// Builds a node's peer. `tls` is `None` for plain HTTP; `sni` may be empty (then the
-/// request path fills it in, or refuses to connect when verification is on).
-pub fn build(addr: SocketAddr, tls: Option<&PeerTls>, sni: &str, timeouts: &Timeouts) -> HttpPeer {
+/// Concurrent streams Pylon opens on one upstream HTTP/2 connection before it opens another
+/// (the node's own `SETTINGS_MAX_CONCURRENT_STREAMS` applies too). 100 is the minimum
+/// RFC 9113 §6.5.2 recommends servers allow.
+pub const H2_STREAMS: usize = 100;
+
+/// Builds a node's peer. `tls` is `None` for cleartext; `sni` may be empty (then the request
+/// path fills it in, or refuses to connect when verification is on); `http` picks the ALPN
+/// offer (and, in cleartext, HTTP/2 with prior knowledge for [`HttpVersion::H2`]).
+pub fn build(
+    addr: SocketAddr,
+    tls: Option<&PeerTls>,
+    sni: &str,
+    timeouts: &Timeouts,
+    http: HttpVersion,
+) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, tls.is_some(), sni.to_string());
+    set_http_version(&mut peer, http);
     if let Some(tls) = tls {
         peer.client_cert_key = tls.client_cert.clone();
         peer.options.ca = tls.ca.clone();
@@ -64,6 +81,19 @@ pub fn build(addr: SocketAddr, tls: Option<&PeerTls>, sni: &str, timeouts: &Time
     }
     apply_timeouts(&mut peer, timeouts);
     peer
+}
+
+/// Sets the ALPN offer and the HTTP/2 settings for `http`. Pingora speaks HTTP/2 to a
+/// cleartext peer whose lowest allowed version is 2 (prior knowledge), and over TLS when the
+/// peer selects `h2`.
+pub fn set_http_version(peer: &mut HttpPeer, http: HttpVersion) {
+    let (alpn, streams) = match http {
+        HttpVersion::H1 => (ALPN::H1, 1),
+        HttpVersion::H2OrH1 => (ALPN::H2H1, H2_STREAMS),
+        HttpVersion::H2 => (ALPN::H2, H2_STREAMS),
+    };
+    peer.options.alpn = alpn;
+    peer.options.max_h2_streams = streams;
 }
 
 /// Sets connect (TCP + TLS), send and read timeouts on a peer.

@@ -16,6 +16,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::{HttpPeer, Peer, Scheme};
 use pingora_http::RequestHeader;
 
+use super::grpc_health;
 use super::health::{ActiveCheck, Outcome, ProbeKind};
 use super::select::log_change;
 use super::{PassHost, Upstream};
@@ -167,7 +168,13 @@ async fn probe(connector: &Connector, up: &Upstream, i: usize, check: &ActiveChe
             _ => None,
         })
         .unwrap_or_else(|| node.host_header.to_str().unwrap_or("").to_string());
-    if check.kind == ProbeKind::Https {
+    // gRPC probes go over TLS when the upstream does (grpcs, or https with http2).
+    let tls = match check.kind {
+        ProbeKind::Https => true,
+        ProbeKind::Grpc => up.tls,
+        ProbeKind::Http | ProbeKind::Tcp => false,
+    };
+    if tls {
         peer.scheme = Scheme::HTTPS;
         if peer.sni.is_empty() {
             let name = crate::router::host_without_port(&host);
@@ -190,7 +197,20 @@ async fn probe(connector: &Connector, up: &Upstream, i: usize, check: &ActiveChe
     peer.options.total_connection_timeout = Some(check.timeout);
     peer.options.read_timeout = Some(check.timeout);
     peer.options.write_timeout = Some(check.timeout);
+    // gRPC probes speak HTTP/2 only, with one stream per connection so that the probe's
+    // connection is not pooled: each probe makes a fresh connection and handshake, as http(s)
+    // probes do. http(s) probes speak HTTP/1.1 whatever the upstream's version.
+    if check.kind == ProbeKind::Grpc {
+        super::peer::set_http_version(&mut peer, super::HttpVersion::H2);
+        peer.options.max_h2_streams = 1;
+    } else {
+        super::peer::set_http_version(&mut peer, super::HttpVersion::H1);
+    }
     let run = async {
+        if check.kind == ProbeKind::Grpc {
+            let (name, service) = (&host, &check.grpc_service);
+            return grpc_health::check(connector, &peer, name, service, &check.headers).await;
+        }
         let (mut session, _) = connector.get_http_session(&peer).await?;
         let mut req = RequestHeader::build("GET", check.path.as_bytes(), None)?;
         req.insert_header("host", host.as_str())?;
@@ -201,12 +221,12 @@ async fn probe(connector: &Connector, up: &Upstream, i: usize, check: &ActiveChe
         session.write_request_header(Box::new(req)).await?;
         session.finish_request_body().await?;
         session.read_response_header().await?;
-        Ok::<u16, Box<pingora_core::Error>>(
+        Ok::<Outcome, Box<pingora_core::Error>>(Outcome::Status(
             session.response_header().map_or(0, |r| r.status.as_u16()),
-        )
+        ))
     };
     match tokio::time::timeout(check.timeout, run).await {
-        Ok(Ok(status)) => Outcome::Status(status),
+        Ok(Ok(outcome)) => outcome,
         Ok(Err(e))
             if matches!(
                 e.etype(),

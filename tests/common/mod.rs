@@ -18,6 +18,7 @@ use pylon::certs::{self, InitOptions, Issued, Role};
 
 pub mod admin;
 pub mod etcd;
+pub mod grpc;
 pub mod ops;
 pub mod origins;
 pub mod peers;
