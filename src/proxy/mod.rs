@@ -56,6 +56,12 @@ use crate::upstream::health::Outcome;
 use crate::upstream::select::{Inflight, Tried};
 use crate::upstream::{peer, HttpVersion, PassHost, SniSource};
 
+mod failure;
+mod reply;
+
+use failure::{node_label, status_for, CLOSED_AFTER_HANDSHAKE};
+use reply::{finish_response_header, run_body_steps, send_reply};
+
 /// Body of the 404 answer when no route matches (APISIX's shape).
 pub const NOT_FOUND_BODY: &str = "{\"error_msg\":\"404 Route Not Found\"}\n";
 
@@ -140,129 +146,6 @@ pub struct RequestCtx {
     grpc: Option<grpc::Call>,
     /// The node's HTTP/2 connect turn, held until the upstream stream is obtained.
     h2_turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-/// Sends a plugin's answer, with the response headers queued by plugins and their response
-/// header and body steps (as APISIX runs its header and body filters for plugin exits too:
-/// `response-rewrite` can replace a 401). Content-Length is set from the final body.
-async fn send_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
-    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 4))?;
-    for (name, value) in reply.headers {
-        resp.append_header(name, value)?;
-    }
-    finish_response_header(&mut resp, ctx)?;
-    let mut body = Some(reply.body);
-    run_body_steps(ctx, &mut body, true);
-    let body = body.unwrap_or_default();
-    resp.remove_header(&http::header::TRANSFER_ENCODING);
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// Runs the plugins' response-body steps (global rules', then the route's) on a piece of
-/// the body.
-fn run_body_steps(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool) {
-    let global = ctx.global.clone();
-    let route = ctx.route.clone();
-    let chains = global.as_deref().map(|t| &t.global);
-    for chain in chains
-        .into_iter()
-        .chain(route.as_deref().map(|r| &r.plugins))
-    {
-        if chain.touches_body() {
-            chain.response_body(body, end, &mut ctx.plugins);
-        }
-    }
-}
-
-/// Adds the headers plugins queued and runs their response-header steps.
-fn finish_response_header(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-    for (name, value) in std::mem::take(&mut ctx.plugins.response_headers) {
-        resp.insert_header(name, value)?;
-    }
-    let global = ctx.global.clone();
-    if let Some(t) = &global {
-        t.global.response_header(resp, &mut ctx.plugins)?;
-    }
-    if let Some(route) = ctx.route.clone() {
-        route.plugins.response_header(resp, &mut ctx.plugins)?;
-    }
-    Ok(())
-}
-
-/// Added to the error line when a fresh TLS connection dies before any response. With TLS
-/// 1.3 the server checks the client certificate after the client's handshake has finished,
-/// so a rejection arrives as an alert that often loses the race with the request write and
-/// shows only as a closed connection.
-const CLOSED_AFTER_HANDSHAKE: &str = "the upstream closed the connection right after the TLS \
-     handshake, before responding: with TLS 1.3 this is how a rejected or missing client \
-     certificate shows (check tls.client_cert_id and the CA the upstream trusts)";
-
-fn node_label(ctx: &RequestCtx) -> &str {
-    match (&ctx.route, ctx.node) {
-        (Some(r), Some(i)) => &r.upstream.nodes[i].label,
-        _ => "-",
-    }
-}
-
-fn is_timeout(e: &Error) -> bool {
-    use ErrorType::*;
-    matches!(
-        e.etype(),
-        ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout
-    )
-}
-
-/// Status for a proxy error: explicit HTTP statuses as given; upstream timeouts 504; other
-/// upstream failures 502; downstream failures 400 (0 when the client is gone); internal 500.
-fn status_for(e: &Error) -> u16 {
-    use ErrorType::*;
-    match e.etype() {
-        HTTPStatus(code) => *code,
-        _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => 504,
-        _ => match e.esource() {
-            ErrorSource::Upstream => 502,
-            ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
-                _ => 400,
-            },
-            ErrorSource::Internal | ErrorSource::Unset => 500,
-        },
-    }
-}
-
-impl RequestCtx {
-    /// Records a failure of the current try: for passive health checks, and as a slow sample
-    /// for `ewma` (so a failing node stops looking like the fastest one).
-    fn report_failure(&self, e: &Error) {
-        if let (Some(route), Some(i)) = (&self.route, self.node) {
-            if let (Balancer::Ewma { .. }, Some(start)) = (&route.upstream.balancer, self.try_start)
-            {
-                let penalty = route.upstream.timeouts.connect.max(start.elapsed());
-                route.upstream.nodes[i].load.observe(penalty);
-            }
-            let outcome = if is_timeout(e) {
-                Outcome::Timeout
-            } else {
-                Outcome::TcpFailure
-            };
-            route.upstream.report_passive(i, outcome);
-        }
-    }
-
-    /// Whether the upstream's retry budget allows another try on an untried node.
-    fn may_retry(&self) -> bool {
-        let Some(route) = &self.route else {
-            return false;
-        };
-        let up = &route.upstream;
-        let in_time = match (up.retry_timeout, self.first_try) {
-            (Some(limit), Some(start)) => start.elapsed() < limit,
-            _ => true,
-        };
-        self.tries <= up.retries && in_time && up.has_untried(&self.tried)
-    }
 }
 
 #[async_trait]
