@@ -114,7 +114,7 @@ pub fn request_done(
     node: Option<usize>,
     ops: &RequestOps,
     client_ip: Option<std::net::IpAddr>,
-    secret_args: Vec<Arc<str>>,
+    secret_args: &[Arc<str>],
 ) {
     let now = Instant::now();
     // Nothing sent: the client left first (nginx logs 499 for that).
@@ -133,20 +133,20 @@ pub fn request_done(
         return;
     }
     let req = session.req_header();
-    access_log::record(access_log::Entry {
+    access_log::record(&access_log::Entry {
         time: SystemTime::now(),
         client: session.client_addr().and_then(|a| a.as_inet()).map(|a| {
             // The `real-ip` plugin's address, when it found one.
             std::net::SocketAddr::new(client_ip.unwrap_or(a.ip()), a.port())
         }),
-        method: req.method.clone(),
-        uri: req.uri.clone(),
+        method: &req.method,
+        uri: &req.uri,
         version: req.version,
         status,
         bytes: session.body_bytes_sent(),
-        referer: req.headers.get(http::header::REFERER).cloned(),
-        user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
-        route: route.cloned(),
+        referer: req.headers.get(http::header::REFERER),
+        user_agent: req.headers.get(http::header::USER_AGENT),
+        route: route.map(|r| &**r),
         node,
         upstream_status: ops.upstream_status,
         request_time: total,

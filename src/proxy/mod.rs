@@ -454,14 +454,13 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let client_ip = ctx.plugins.client_ip;
-        let secret_args = std::mem::take(&mut ctx.plugins.secret_args);
         crate::ops::request_done(
             session,
             ctx.route.as_ref(),
             ctx.node,
             &ctx.ops,
             client_ip,
-            secret_args,
+            &ctx.plugins.secret_args,
         );
         let global = ctx.global.clone();
         let route = ctx.route.clone();
