@@ -6,12 +6,19 @@ this starts the nginx mTLS origin(s) and the targets, then runs `wrk --latency` 
 target in turn: one warm-up run each, then BENCH_ROUNDS rounds (the starting target rotates
 every round). It prints markdown tables on stdout; progress goes to stderr.
 
-Targets (each with one worker process/thread, access log off):
+Targets (each with one worker process/thread, access log off unless said):
   direct   wrk -> plain-HTTP nginx answering the origin's body (no proxy: the rig's ceiling)
+  pingora  wrk -> a bare Pingora proxy (benches/pingora_bare.rs) -> HTTPS + client cert -> origin:
+           the floor of what Pingora costs on this job
   pylon    wrk -> Pylon   -> HTTPS + client certificate -> origin
+  pylon_ws as pylon, with the work-stealing runtime (Pingora's default)
+  pylon_prod     as pylon in production settings: access log to a file, metrics listener on
   pylon_plugins  as pylon, the route with key-auth + limit-count (local) + proxy-rewrite
   nginx    wrk -> nginx   -> HTTPS + client certificate -> origin
+  nginx_log      as nginx, with `access_log` to a file (combined format, nginx's default)
   haproxy  wrk -> HAProxy -> HTTPS + client certificate -> origin
+  caddy    wrk -> Caddy 2 (reverse_proxy, tls_client_auth, tls_trusted_ca_certs) -> origin,
+           GOMAXPROCS=1
 The target runs on BENCH_PROXY_CPU; wrk and the origin(s) share BENCH_LOAD_CPU.
 
 Measures per target: requests/s (median of rounds), p50/p99 latency (median of rounds),
@@ -32,7 +39,8 @@ Environment (defaults in brackets):
   BENCH_CONNECTIONS  wrk connections in the default scenarios [32]
   BENCH_WRK_THREADS  wrk threads [1]
   BENCH_SCENARIOS    comma list of single, weighted, c256 [all three]
-  BENCH_TARGETS      comma list of direct, pylon, pylon_ws, pylon_plugins, nginx, haproxy [all six]
+  BENCH_TARGETS      comma list of the targets above [all]
+  BENCH_PINGORA      path of the release pingora-bare example (run.sh builds it)
   BENCH_PROXY_CPU    CPU for the target [0];  BENCH_LOAD_CPU  CPU for wrk + origins [1]
   BENCH_KEEP         1 = run.sh keeps the work folder (generated configs, logs) [0]
 """
@@ -52,7 +60,9 @@ from report import NOTES, machine, parse_wrk, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BODY = b"Hello API7!"
-ALL_TARGETS = ["direct", "pylon", "pylon_ws", "pylon_plugins", "nginx", "haproxy"]
+ALL_TARGETS = ["direct", "pingora", "pylon", "pylon_ws", "pylon_prod", "pylon_plugins",
+               "nginx", "nginx_log", "haproxy", "caddy"]
+PYLON_TARGETS = ("pylon", "pylon_ws", "pylon_prod", "pylon_plugins")
 # Every request carries this header (wrk and the readiness probe); pylon_plugins' key-auth
 # checks it, the other targets ignore it.
 API_KEY = "bench-key-0123456789"
@@ -95,6 +105,7 @@ def env_list(name, allowed):
 class Settings:
     dir: str
     pylon: str
+    pingora: str
     duration: int
     warmup: int
     rounds: int
@@ -117,6 +128,7 @@ class Settings:
         return Settings(
             dir=os.environ["BENCH_DIR"],
             pylon=os.environ["BENCH_PYLON"],
+            pingora=os.environ.get("BENCH_PINGORA", ""),
             duration=env_int("BENCH_DURATION", 10),
             warmup=env_int("BENCH_WARMUP", 5),
             rounds=env_int("BENCH_ROUNDS", 3, minimum=3),
@@ -189,6 +201,17 @@ def cpu_ticks(pids):
     return total
 
 
+def rss_kib(pids):
+    """Current resident memory: the largest VmRSS among processes (as peak RSS)."""
+    best = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    best = max(best, int(line.split()[1]))
+    return best
+
+
 def peak_rss_kib(pids):
     best = 0
     for pid in pids:
@@ -203,8 +226,7 @@ class Procs:
     """Started processes, stopped in reverse order; pids also go to DIR/pids for run.sh's trap."""
 
     # Fast shutdown for each: nginx and HAProxy on SIGTERM, Pingora on SIGINT.
-    STOP_SIGNAL = {"pylon": signal.SIGINT, "pylon_ws": signal.SIGINT,
-                   "pylon_plugins": signal.SIGINT}
+    STOP_SIGNAL = {"pylon": signal.SIGINT, "pingora-bare": signal.SIGINT}
 
     def __init__(self, settings):
         self.s = settings
@@ -352,12 +374,15 @@ def start_target(procs, name, nodes, pool_size):
         os.makedirs(os.path.join(s.dir, "tmp-direct"), exist_ok=True)
         conf = render("direct.nginx.conf.tmpl", "direct.nginx.conf", s, PORT=port)
         proc = start_nginx(procs, "direct", conf, s.proxy_cpu, probe)
-    elif name == "nginx":
-        os.makedirs(os.path.join(s.dir, "tmp-nginx-proxy"), exist_ok=True)
+    elif name in ("nginx", "nginx_log"):
+        os.makedirs(os.path.join(s.dir, f"tmp-{name}"), exist_ok=True)
         servers = "\n".join(f"        server 127.0.0.1:{p} weight={w};" for p, w in nodes)
-        conf = render("proxy.nginx.conf.tmpl", "proxy.nginx.conf", s,
-                      PORT=port, UPSTREAM_SERVERS=servers, POOL_SIZE=pool_size)
-        proc = start_nginx(procs, "nginx-proxy", conf, s.proxy_cpu, probe)
+        access_log = (f"access_log {s.dir}/{name}-access.log combined;" if name == "nginx_log"
+                      else "access_log off;")
+        conf = render("proxy.nginx.conf.tmpl", f"{name}.nginx.conf", s, NAME=name,
+                      PORT=port, UPSTREAM_SERVERS=servers, POOL_SIZE=pool_size,
+                      ACCESS_LOG=access_log)
+        proc = start_nginx(procs, name, conf, s.proxy_cpu, probe)
     elif name == "haproxy":
         servers = "\n".join(f"    server n{i + 1} 127.0.0.1:{p} weight {w}"
                             for i, (p, w) in enumerate(nodes))
@@ -365,7 +390,29 @@ def start_target(procs, name, nodes, pool_size):
         subprocess.run(["haproxy", "-c", "-q", "-f", conf], check=True)
         proc = procs.start("haproxy", ["haproxy", "-db", "-f", conf], s.proxy_cpu)
         procs.ready("haproxy", proc, probe)
-    elif name in ("pylon", "pylon_ws", "pylon_plugins"):
+    elif name == "caddy":
+        os.makedirs(os.path.join(s.dir, "caddy-home"), exist_ok=True)
+        # Caddy 2.6 has no weighted round robin: a node of weight w is listed w times.
+        upstreams = " ".join(f"127.0.0.1:{p}" for p, w in nodes for _ in range(w))
+        conf = render("Caddyfile.tmpl", "Caddyfile", s, PORT=port, UPSTREAMS=upstreams,
+                      POOL_SIZE=pool_size)
+        home = os.path.join(s.dir, "caddy-home")
+        env = {"HOME": home, "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home, "GOMAXPROCS": "1"}
+        check = subprocess.run(["caddy", "validate", "--config", conf, "--adapter", "caddyfile"],
+                               capture_output=True, text=True, env={**os.environ, **env})
+        if check.returncode != 0:
+            sys.exit(f"caddy validate {conf}:\n{check.stdout}{check.stderr}")
+        proc = procs.start("caddy", ["caddy", "run", "--config", conf, "--adapter", "caddyfile"],
+                           s.proxy_cpu, env=env)
+        procs.ready("caddy", proc, probe)
+    elif name == "pingora":
+        if not s.pingora:
+            sys.exit("BENCH_PINGORA is not set; run benches/load/run.sh")
+        spec = ",".join(f"127.0.0.1:{p}*{w}" for p, w in nodes)
+        proc = procs.start("pingora", [s.pingora, f"127.0.0.1:{port}", spec, s.certs,
+                                       str(pool_size), "1", "false"], s.proxy_cpu)
+        procs.ready("pingora", proc, probe)
+    elif name in PYLON_TARGETS:
         node_lines = "\n".join(f"      - {{host: 127.0.0.1, port: {p}, weight: {w}}}"
                                for p, w in nodes)
         plugins = name == "pylon_plugins"
@@ -373,9 +420,15 @@ def start_target(procs, name, nodes, pool_size):
                PLUGINS=PLUGINS if plugins else "", CONSUMERS=CONSUMERS if plugins else "")
         # "pylon": Pingora's per-thread runtimes (work_stealing: false, measured faster);
         # "pylon_ws": the work-stealing runtime, Pingora's default.
+        # "pylon_prod": the access log to a file and the metrics listener, as operators run it.
+        prod = name == "pylon_prod"
+        access_log = (f"{{ path: {s.dir}/pylon_prod-access.log }}" if prod
+                      else "{ enabled: false }")
+        metrics = f'metrics_listen: "127.0.0.1:{free_port()}"' if prod else ""
         conf = render("pylon.yaml.tmpl", f"{name}.yaml", s, PORT=port, POOL_SIZE=pool_size,
                       WORK_STEALING="true" if name == "pylon_ws" else "false",
-                      RESOURCES=f"{name}-resources.yaml")
+                      RESOURCES=f"{name}-resources.yaml", ACCESS_LOG=access_log,
+                      METRICS=metrics)
         subprocess.run([s.pylon, "check", "-c", conf], check=True, stdout=subprocess.DEVNULL)
         # Pylon logs at info to stderr by default: warn keeps the log out of the measurement.
         proc = procs.start(name, [s.pylon, "run", "-c", conf], s.proxy_cpu,
@@ -428,6 +481,7 @@ class TargetResult:
     cpu_ticks: int = 0
     new_conns: int = 0  # measured rounds
     new_conns_steady: int = 0  # measured rounds, each run's first second left out
+    idle_rss_kib: int = 0  # once serving, before any load
     rss_kib: int = 0
 
 
@@ -444,6 +498,7 @@ def run_scenario(s, key):
         for t in s.targets:
             port, pid = start_target(procs, t, nodes, pool_size)
             targets[t] = (port, proc_tree(pid))
+            results[t].idle_rss_kib = rss_kib(targets[t][1])
             log(f"{sc.title}: {t} ready on :{port} (pids {targets[t][1]})")
 
         def one(t, seconds, measured):

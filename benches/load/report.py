@@ -46,8 +46,12 @@ LABELS = {
     "pylon": "Pylon",
     "pylon_ws": "Pylon (work_stealing: true)",
     "pylon_plugins": "Pylon + key-auth, limit-count, proxy-rewrite",
+    "pylon_prod": "Pylon, production settings (access log file + metrics)",
+    "pingora": "bare Pingora proxy",
     "nginx": "nginx",
+    "nginx_log": "nginx with access_log",
     "haproxy": "HAProxy",
+    "caddy": "Caddy",
 }
 
 
@@ -76,12 +80,14 @@ def table(sc, conns, results):
             "reqs": reqs,
         }
     base = summary.get("nginx") or {}
+    floor = summary.get("pingora") or {}
     out = [f"### {sc.title}, {conns} connections", "",
-           "| target | req/s (median) | vs nginx | p50 ms | p99 ms | p99 vs nginx "
-           "| CPU s / 10k req | CPU vs nginx | peak RSS MiB | errors | non-2xx "
+           "| target | req/s (median) | vs nginx | vs Pingora | p50 ms | p99 ms | p99 vs nginx "
+           "| CPU s / 10k req | CPU vs nginx | CPU vs Pingora | idle RSS MiB | peak RSS MiB "
+           "| errors | non-2xx "
            "| new upstream TLS conns / 10k req (all / after 1st s) "
            "| upstream reuse (all / after 1st s) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t, res in results.items():
         m = summary[t]
         if t == "direct":
@@ -92,8 +98,10 @@ def table(sc, conns, results):
                      f"{reuse_pct(res.new_conns_steady, m['reqs'])}")
         out.append(
             f"| {LABELS[t]} | {m['rps']:.0f} | {ratio(m['rps'], base.get('rps'))} "
+            f"| {ratio(m['rps'], floor.get('rps'))} "
             f"| {m['p50']:.2f} | {m['p99']:.2f} | {ratio(m['p99'], base.get('p99'))} "
             f"| {m['cpu']:.3f} | {ratio(m['cpu'], base.get('cpu'))} "
+            f"| {ratio(m['cpu'], floor.get('cpu'))} | {res.idle_rss_kib / 1024:.1f} "
             f"| {res.rss_kib / 1024:.1f} | {res.errors} | {res.non2xx} | {new} | {reuse} |")
     out += ["", "req/s per round: " + "; ".join(
         f"{LABELS[t]} " + ", ".join(f"{r['rps']:.0f}" for r in res.runs)
@@ -106,7 +114,8 @@ NOTES = """\
 Columns: req/s, p50 and p99 are medians over the measured rounds (wrk `--latency`). CPU is
 utime+stime of the target's processes (all threads; nginx: master + worker) from
 /proc/PID/stat over the measured rounds, per 10k requests; for "direct" it is the plain
-nginx's. Peak RSS is the largest VmHWM among the target's processes. Errors (wrk socket
+nginx's. Idle RSS is the largest VmRSS among the target's processes once it serves, before
+any load; peak RSS the largest VmHWM among them. Errors (wrk socket
 errors) and non-2xx (wrk's non-2xx/3xx count) cover every run, warm-up included, and must
 be 0. New upstream TLS connections are the origin's log lines for connections' first
 requests during the measured rounds; "after 1st s" leaves out each run's first second,

@@ -2,7 +2,9 @@
 
 import unittest
 
-from report import parse_wrk, to_ms
+from types import SimpleNamespace
+
+from report import CLK_TCK, parse_wrk, table, to_ms
 
 CLEAN = """\
 Running 5s test @ http://127.0.0.1:40000/hello
@@ -47,6 +49,25 @@ class ParseWrk(unittest.TestCase):
     def test_truncated_output_is_an_error(self):
         with self.assertRaises(ValueError):
             parse_wrk("Running 5s test @ http://127.0.0.1:1/hello\n")
+
+
+class Table(unittest.TestCase):
+    def result(self, rps, cpu_s):
+        run = {"requests": 10000, "rps": rps, "p50": 1.0, "p99": 2.0, "errors": 0, "non2xx": 0}
+        return SimpleNamespace(runs=[run], cpu_ticks=cpu_s * CLK_TCK, new_conns=0,
+                               new_conns_steady=0, errors=0, non2xx=0,
+                               idle_rss_kib=2048, rss_kib=4096)
+
+    def test_ratios_against_nginx_and_bare_pingora(self):
+        results = {"pingora": self.result(20000, 1.0), "pylon_prod": self.result(19000, 1.05),
+                   "nginx": self.result(40000, 0.5)}
+        text, failed = table(SimpleNamespace(title="1 node"), 32, results)
+        self.assertFalse(failed)
+        row = next(line for line in text.splitlines() if line.startswith("| Pylon, production"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        # req/s, vs nginx, vs Pingora ... CPU, CPU vs nginx, CPU vs Pingora, idle, peak
+        self.assertEqual(cells[1:4], ["19000", "0.47×", "0.95×"])
+        self.assertEqual(cells[7:12], ["1.050", "2.10×", "1.05×", "2.0", "4.0"])
 
 
 if __name__ == "__main__":
