@@ -74,12 +74,17 @@ fn read(path: String) -> Vec<u8> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: {} LISTEN UPSTREAM[*W][,…] CERTS_DIR POOL_SIZE [THREADS] [WORK_STEALING]", args[0]);
+        eprintln!(
+            "usage: {} LISTEN UPSTREAM[*W][,…] CERTS_DIR POOL_SIZE [THREADS] [WORK_STEALING]",
+            args[0]
+        );
         std::process::exit(2);
     }
     let (listen, upstreams, certs) = (&args[1], &args[2], &args[3]);
     let pool: usize = args[4].parse().expect("POOL_SIZE: a number");
-    let threads: usize = args.get(5).map_or(1, |t| t.parse().expect("THREADS: a number"));
+    let threads: usize = args
+        .get(5)
+        .map_or(1, |t| t.parse().expect("THREADS: a number"));
     let stealing = args.get(6).is_some_and(|w| w == "true");
 
     let cert = X509::from_pem(&read(format!("{certs}/client.crt"))).expect("client.crt");
@@ -95,7 +100,10 @@ fn main() {
         .split(',')
         .map(|n| {
             let (addr, w) = n.split_once('*').unwrap_or((n, "1"));
-            (addr.parse().expect("UPSTREAM: host:port"), w.parse().expect("weight"))
+            (
+                addr.parse().expect("UPSTREAM: host:port"),
+                w.parse().expect("weight"),
+            )
         })
         .collect();
     let total: i64 = nodes.iter().map(|n| n.1).sum();

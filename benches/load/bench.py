@@ -14,6 +14,8 @@ Targets (each with one worker process/thread, access log off unless said):
   pylon_ws as pylon, with the work-stealing runtime (Pingora's default)
   pylon_prod     as pylon in production settings: access log to a file, metrics listener on
   pylon_plugins  as pylon, the route with key-auth + limit-count (local) + proxy-rewrite
+  pylon_ab as pylon, with BENCH_AB_ENV in its environment and BENCH_AB_POOL_SIZE as its
+           upstream_keepalive_pool_size: the B side of a lever (src/proxy/levers.rs)
   nginx    wrk -> nginx   -> HTTPS + client certificate -> origin
   nginx_log      as nginx, with `access_log` to a file (combined format, nginx's default)
   haproxy  wrk -> HAProxy -> HTTPS + client certificate -> origin
@@ -41,6 +43,9 @@ Environment (defaults in brackets):
   BENCH_SCENARIOS    comma list of single, weighted, c256 [all three]
   BENCH_TARGETS      comma list of the targets above [all]
   BENCH_PINGORA      path of the release pingora-bare example (run.sh builds it)
+  BENCH_AB_ENV       pylon_ab's extra environment, space-separated NAME=VALUE
+                     (e.g. PYLON_BENCH_COMPRESSION_MODULE=1, MIMALLOC_PURGE_DELAY=0) [none]
+  BENCH_AB_POOL_SIZE pylon_ab's upstream_keepalive_pool_size [as the others]
   BENCH_PROXY_CPU    CPU for the target [0];  BENCH_LOAD_CPU  CPU for wrk + origins [1]
   BENCH_KEEP         1 = run.sh keeps the work folder (generated configs, logs) [0]
 """
@@ -56,13 +61,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from report import NOTES, machine, parse_wrk, table
+from report import LABELS, NOTES, machine, parse_wrk, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BODY = b"Hello API7!"
 ALL_TARGETS = ["direct", "pingora", "pylon", "pylon_ws", "pylon_prod", "pylon_plugins",
                "nginx", "nginx_log", "haproxy", "caddy"]
-PYLON_TARGETS = ("pylon", "pylon_ws", "pylon_prod", "pylon_plugins")
+# Run only when asked for (BENCH_TARGETS).
+EXTRA_TARGETS = ["pylon_ab"]
+PYLON_TARGETS = ("pylon", "pylon_ws", "pylon_prod", "pylon_plugins", "pylon_ab")
 # Every request carries this header (wrk and the readiness probe); pylon_plugins' key-auth
 # checks it, the other targets ignore it.
 API_KEY = "bench-key-0123456789"
@@ -93,8 +100,9 @@ def env_int(name, default, minimum=1):
     return value
 
 
-def env_list(name, allowed):
+def env_list(name, allowed, extra=()):
     items = [s.strip() for s in os.environ.get(name, ",".join(allowed)).split(",") if s.strip()]
+    allowed = [*allowed, *extra]
     for item in items:
         if item not in allowed:
             sys.exit(f"{name}: unknown {item!r} (choose from {', '.join(allowed)})")
@@ -135,7 +143,7 @@ class Settings:
             connections=env_int("BENCH_CONNECTIONS", 32),
             wrk_threads=env_int("BENCH_WRK_THREADS", 1),
             scenarios=env_list("BENCH_SCENARIOS", list(SCENARIOS)),
-            targets=env_list("BENCH_TARGETS", ALL_TARGETS),
+            targets=env_list("BENCH_TARGETS", ALL_TARGETS, EXTRA_TARGETS),
             proxy_cpu=str(env_int("BENCH_PROXY_CPU", 0, minimum=0)),
             load_cpu=str(env_int("BENCH_LOAD_CPU", 1, minimum=0)),
         )
@@ -425,14 +433,17 @@ def start_target(procs, name, nodes, pool_size):
         access_log = (f"{{ path: {s.dir}/pylon_prod-access.log }}" if prod
                       else "{ enabled: false }")
         metrics = f'metrics_listen: "127.0.0.1:{free_port()}"' if prod else ""
+        env = {"RUST_LOG": "warn"}
+        if name == "pylon_ab":
+            env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_AB_ENV", "").split())
+            pool_size = env_int("BENCH_AB_POOL_SIZE", pool_size)
         conf = render("pylon.yaml.tmpl", f"{name}.yaml", s, PORT=port, POOL_SIZE=pool_size,
                       WORK_STEALING="true" if name == "pylon_ws" else "false",
                       RESOURCES=f"{name}-resources.yaml", ACCESS_LOG=access_log,
                       METRICS=metrics)
         subprocess.run([s.pylon, "check", "-c", conf], check=True, stdout=subprocess.DEVNULL)
         # Pylon logs at info to stderr by default: warn keeps the log out of the measurement.
-        proc = procs.start(name, [s.pylon, "run", "-c", conf], s.proxy_cpu,
-                           env={"RUST_LOG": "warn"})
+        proc = procs.start(name, [s.pylon, "run", "-c", conf], s.proxy_cpu, env=env)
         procs.ready(name, proc, probe)
     else:
         raise ValueError(name)
@@ -536,6 +547,10 @@ def run_scenario(s, key):
 
 def main():
     s = Settings.from_env()
+    ab = " ".join([os.environ.get("BENCH_AB_ENV", ""),
+                   f"pool {os.environ['BENCH_AB_POOL_SIZE']}"
+                   if os.environ.get("BENCH_AB_POOL_SIZE") else ""]).strip()
+    LABELS["pylon_ab"] = f"Pylon, B: {ab or 'no change'}"
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda n, _f: sys.exit(f"stopped by signal {n}"))
     log(f"rounds {s.rounds} x {s.duration} s after a {s.warmup} s warm-up; targets "

@@ -47,6 +47,7 @@ LABELS = {
     "pylon_ws": "Pylon (work_stealing: true)",
     "pylon_plugins": "Pylon + key-auth, limit-count, proxy-rewrite",
     "pylon_prod": "Pylon, production settings (access log file + metrics)",
+    "pylon_ab": "Pylon, lever B (BENCH_AB_ENV)",
     "pingora": "bare Pingora proxy",
     "nginx": "nginx",
     "nginx_log": "nginx with access_log",

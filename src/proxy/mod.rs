@@ -57,6 +57,7 @@ use crate::upstream::select::{Inflight, Tried};
 use crate::upstream::{peer, HttpVersion, PassHost, SniSource};
 
 mod failure;
+pub mod levers;
 mod reply;
 
 use failure::{node_label, status_for, CLOSED_AFTER_HANDSHAKE};
@@ -151,6 +152,15 @@ pub struct RequestCtx {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules: Pylon does not compress responses, and Pingora's default
+    /// (a disabled compression module) costs a module context per request.
+    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
+        if levers::get().compression_module {
+            use pingora_core::modules::http::compression::ResponseCompressionBuilder;
+            modules.add_module(ResponseCompressionBuilder::enable(0));
+        }
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
@@ -314,6 +324,10 @@ impl ProxyHttp for Gateway {
         }
         if let Some(t) = &route.timeouts {
             peer::apply_timeouts(&mut peer, t);
+        }
+        if levers::get().no_io_timeouts {
+            peer.options.read_timeout = None;
+            peer.options.write_timeout = None;
         }
         if let Some(call) = &ctx.grpc {
             call.bound(&mut peer)?;
