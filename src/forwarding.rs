@@ -133,41 +133,81 @@ pub fn set_forwarding_headers(
     client: Option<std::net::IpAddr>,
     req: &mut RequestHeader,
 ) -> Result<()> {
+    use http::HeaderValue;
+    // Values are built from stack buffers: one allocation each (the header value), no
+    // formatting into Strings (this runs on every request).
     if let Some(ip) = client.or_else(|| client_ip(session)) {
-        let ip = ip.to_string();
-        let mut xff = String::new();
-        for prev in req.headers.get_all("x-forwarded-for") {
-            if let Ok(prev) = prev.to_str() {
-                if !prev.trim().is_empty() {
-                    xff.push_str(prev.trim());
-                    xff.push_str(", ");
+        let mut buf = [0u8; 64];
+        let ip = ascii(&mut buf, format_args!("{ip}"));
+        let ip_value = HeaderValue::from_bytes(ip).map_err(header_error)?;
+        let previous = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .count();
+        if previous == 0 {
+            req.insert_header("x-forwarded-for", ip_value.clone())?;
+        } else {
+            let mut xff = Vec::with_capacity(64);
+            for prev in req.headers.get_all("x-forwarded-for") {
+                if let Ok(prev) = prev.to_str() {
+                    if !prev.trim().is_empty() {
+                        xff.extend_from_slice(prev.trim().as_bytes());
+                        xff.extend_from_slice(b", ");
+                    }
                 }
             }
+            xff.extend_from_slice(ip);
+            let xff = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff));
+            req.insert_header("x-forwarded-for", xff.map_err(header_error)?)?;
         }
-        xff.push_str(&ip);
-        req.insert_header("x-forwarded-for", xff)?;
-        req.insert_header("x-real-ip", ip)?;
+        req.insert_header("x-real-ip", ip_value)?;
     }
     let tls = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
-    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    req.insert_header("x-forwarded-proto", proto)?;
     // As APISIX (nginx's $host): the host name without port.
     let host = request_host(session);
     if host.is_empty() {
         req.remove_header("x-forwarded-host");
     } else {
-        req.insert_header("x-forwarded-host", host.to_string())?;
+        let value = HeaderValue::from_str(host).map_err(header_error)?;
+        req.insert_header("x-forwarded-host", value)?;
     }
     if let Some(port) = session
         .server_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.port())
     {
-        req.insert_header("x-forwarded-port", port.to_string())?;
+        let mut buf = [0u8; 8];
+        let port = ascii(&mut buf, format_args!("{port}"));
+        let value = HeaderValue::from_bytes(port).map_err(header_error)?;
+        req.insert_header("x-forwarded-port", value)?;
     }
     Ok(())
+}
+
+/// Writes `args` into `buf` and returns the written part (an IP address or a port: at most
+/// 45 bytes, RFC 4291 §2.2).
+fn ascii<'b>(buf: &'b mut [u8], args: std::fmt::Arguments<'_>) -> &'b [u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_fmt(args);
+    let n = usize::try_from(cursor.position()).unwrap_or(0);
+    &buf[..n]
+}
+
+fn header_error(e: impl std::fmt::Display) -> Box<pingora_core::Error> {
+    pingora_core::Error::explain(
+        pingora_core::ErrorType::InternalError,
+        format!("forwarding header: {e}"),
+    )
 }
 
 #[cfg(test)]

@@ -26,6 +26,28 @@ use pylon::upstream::probe::Maintenance;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `arena_eager_commit` option (`mi_option_t` 4 in mimalloc 3's `mimalloc.h`).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Sets mimalloc's `arena_eager_commit` to 0 before the first allocation, unless
+/// `MIMALLOC_ARENA_EAGER_COMMIT` is set: committing arenas lazily keeps an idle gateway near
+/// 19 MiB resident instead of 27 MiB (benches/RESULTS.md, "Levers"). It must run as a
+/// constructor: the Rust runtime allocates before `main`, and mimalloc reserves its first
+/// arena then.
+extern "C" fn mimalloc_lazy_commit() {
+    // SAFETY: getenv with a NUL-terminated name, before any thread exists; mi_option_set
+    // only stores the value.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_LAZY_COMMIT: extern "C" fn() = mimalloc_lazy_commit;
+
 /// Pylon: an API gateway on Pingora with upstream mutual TLS.
 #[derive(Parser)]
 #[command(name = "pylon", version, about)]

@@ -8,6 +8,8 @@
 //!   has no compression plugin, so it leaves the module out.
 //! - `PYLON_BENCH_NO_IO_TIMEOUTS=1`: drop the peers' read and write timeouts (keep the
 //!   connect timeout), to measure what a timer per upstream read and write costs.
+//! - `PYLON_BENCH_NO_FORWARDING_HEADERS=1`: send no `X-Forwarded-*` / `X-Real-IP` upstream,
+//!   to measure what the five headers APISIX sets cost (the bare Pingora floor sends none).
 
 use std::sync::OnceLock;
 
@@ -18,6 +20,8 @@ pub struct Levers {
     pub compression_module: bool,
     /// No read or write timeout on upstream peers.
     pub no_io_timeouts: bool,
+    /// No forwarding headers upstream.
+    pub no_forwarding_headers: bool,
 }
 
 fn on(name: &str) -> bool {
@@ -30,5 +34,6 @@ pub fn get() -> Levers {
     *LEVERS.get_or_init(|| Levers {
         compression_module: on("PYLON_BENCH_COMPRESSION_MODULE"),
         no_io_timeouts: on("PYLON_BENCH_NO_IO_TIMEOUTS"),
+        no_forwarding_headers: on("PYLON_BENCH_NO_FORWARDING_HEADERS"),
     })
 }

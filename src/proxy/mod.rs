@@ -381,7 +381,9 @@ impl ProxyHttp for Gateway {
         if upstream_request.version == http::Version::HTTP_2 {
             grpc::strip_connection_headers(upstream_request);
         }
-        set_forwarding_headers(session, ctx.plugins.client_ip, upstream_request)?;
+        if !levers::get().no_forwarding_headers {
+            set_forwarding_headers(session, ctx.plugins.client_ip, upstream_request)?;
+        }
         // Only an authentication plugin may name the consumer (APISIX passes a client's own
         // X-Consumer-Username on routes without one; Pylon drops it).
         crate::plugin::consumer::strip_forged(upstream_request);
