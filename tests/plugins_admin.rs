@@ -224,6 +224,7 @@ fn through_the_admin_api_on_the_resources_file() {
     assert_eq!(admin.delete("global_rules/g").0, 200);
 
     // Never logged.
+    assert!(gw.pylon.access_log_caught_up());
     let logs = format!("{}{}", gw.pylon.log(), gw.pylon.stdout());
     for key in ["auth-one", "auth-two", "auth-rose"] {
         assert!(!logs.contains(key), "{key} logged:\n{logs}");
@@ -415,6 +416,7 @@ fn from_etcd_in_apisix_layout_and_through_the_etcd_admin_api() {
     ) == 200));
 
     // Never logged.
+    assert!(pylon.access_log_caught_up());
     let logs = format!("{}{}", pylon.log(), pylon.stdout());
     for secret in ["auth-one", "auth-rose", "auth-mary", encrypted.as_str()] {
         assert!(!logs.contains(secret), "{secret} logged:\n{logs}");

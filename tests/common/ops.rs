@@ -150,6 +150,18 @@ impl Pylon {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// Waits (bounded) until the access log on standard output holds the requests made so
+    /// far: Pylon writes it in batches, up to 100 ms late. Sends a marker request (a path
+    /// no route matches) and waits for its line; the earlier requests' lines were recorded
+    /// before the marker's.
+    pub fn access_log_caught_up(&self) -> bool {
+        static MARKERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("/access-log-marker-{}-{n}", std::process::id());
+        self.get(&marker);
+        wait_until(Duration::from_secs(10), || self.stdout().contains(&marker))
+    }
+
     /// `GET path` on a new connection: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         get(&self.url(path))
