@@ -32,7 +32,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::registry::{parse, Env, PluginError, Spec};
-use super::{Consumer, Flow, Phases, Plugin, PluginCtx, Reply};
+use super::{Consumer, Flow, Phases, Plugin, PluginCtx};
 
 /// Registry entry.
 pub const SPEC: Spec = Spec {
@@ -248,19 +248,15 @@ impl Plugin for BasicAuth {
 
     fn rewrite(&self, req: &RequestHeader, cx: &mut PluginCtx) -> Flow {
         match self.find(req) {
-            Ok(consumer) => cx.consumer = Some(consumer),
-            Err(why) => match &self.anonymous {
-                Some(anonymous) => cx.consumer = Some(anonymous.clone()),
-                None => {
-                    log::debug!("basic-auth: 401 ({})", why.message());
-                    let mut r = Reply::message(401, why.message());
-                    r.headers
-                        .push((http::header::WWW_AUTHENTICATE, self.challenge.clone()));
-                    return Flow::Reply(r);
-                }
-            },
+            Ok(consumer) => {
+                cx.consumer = Some(consumer);
+                Flow::Continue
+            }
+            Err(why) => {
+                let anonymous = self.anonymous.as_ref();
+                super::consumer::refuse("basic-auth", why.message(), anonymous, &self.challenge, cx)
+            }
         }
-        Flow::Continue
     }
 
     fn upstream_request(

@@ -1,8 +1,12 @@
 //! Consumers (APISIX `consumer`): who a request comes from, once an authentication plugin
 //! (`key-auth`, `basic-auth`, `jwt-auth`) has matched its credential.
 
+use std::sync::Arc;
+
 use http::HeaderValue;
 use pingora_http::RequestHeader;
+
+use super::{Flow, PluginCtx, Reply};
 
 /// A consumer as requests see it: its name only. Credentials stay in the configuration
 /// and in each authentication plugin's lookup table; they are never logged or returned.
@@ -44,4 +48,27 @@ impl Consumer {
 /// Removes `X-Consumer-Username` a client sent, so an upstream never trusts a forged one.
 pub fn strip_forged(req: &mut RequestHeader) {
     req.remove_header(USERNAME_HEADER);
+}
+
+/// What an authentication plugin's rewrite step answers when the request's credential
+/// matched no consumer (`why` says how, APISIX's message): the `anonymous` consumer when
+/// one is configured (APISIX `anonymous_consumer`), else 401 with APISIX's
+/// `{"message": why}` body and the `WWW-Authenticate` `challenge`. Logged at debug level
+/// without the credential.
+pub fn refuse(
+    plugin: &str,
+    why: &str,
+    anonymous: Option<&Arc<Consumer>>,
+    challenge: &HeaderValue,
+    cx: &mut PluginCtx,
+) -> Flow {
+    if let Some(anonymous) = anonymous {
+        cx.consumer = Some(anonymous.clone());
+        return Flow::Continue;
+    }
+    log::debug!("{plugin}: 401 ({why})");
+    let mut r = Reply::message(401, why);
+    r.headers
+        .push((http::header::WWW_AUTHENTICATE, challenge.clone()));
+    Flow::Reply(r)
 }

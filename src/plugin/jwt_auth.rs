@@ -40,7 +40,7 @@ use super::basic_auth::{anonymous, challenge, ngx_decode_base64, parse_credentia
 use super::key_auth::remove_query_arg;
 use super::registry::{parse, Env, PluginError, Spec};
 use super::vars::{cookie, query_arg};
-use super::{Consumer, Flow, Phases, Plugin, PluginCtx, Reply};
+use super::{Consumer, Flow, Phases, Plugin, PluginCtx};
 
 /// Registry entry.
 pub const SPEC: Spec = Spec {
@@ -437,19 +437,15 @@ impl Plugin for JwtAuth {
             cx.secret_args.push(self.query.clone());
         }
         match self.find(req) {
-            Ok(consumer) => cx.consumer = Some(consumer),
-            Err(why) => match &self.anonymous {
-                Some(anonymous) => cx.consumer = Some(anonymous.clone()),
-                None => {
-                    log::debug!("jwt-auth: 401 ({why})");
-                    let mut r = Reply::message(401, why);
-                    r.headers
-                        .push((http::header::WWW_AUTHENTICATE, self.challenge.clone()));
-                    return Flow::Reply(r);
-                }
-            },
+            Ok(consumer) => {
+                cx.consumer = Some(consumer);
+                Flow::Continue
+            }
+            Err(why) => {
+                let anonymous = self.anonymous.as_ref();
+                super::consumer::refuse("jwt-auth", why, anonymous, &self.challenge, cx)
+            }
         }
-        Flow::Continue
     }
 
     fn upstream_request(

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::registry::{parse, Env, PluginError, Spec};
 use super::vars::query_arg;
-use super::{Consumer, Flow, Phases, Plugin, PluginCtx, Reply};
+use super::{Consumer, Flow, Phases, Plugin, PluginCtx};
 
 /// Registry entry.
 pub const SPEC: Spec = Spec {
@@ -119,11 +119,8 @@ impl std::fmt::Debug for KeyAuth {
 }
 
 impl KeyAuth {
-    fn deny(&self, message: &str) -> Flow {
-        let mut r = Reply::message(401, message);
-        r.headers
-            .push((http::header::WWW_AUTHENTICATE, self.challenge.clone()));
-        Flow::Reply(r)
+    fn deny(&self, message: &str, cx: &mut PluginCtx) -> Flow {
+        super::consumer::refuse("key-auth", message, None, &self.challenge, cx)
     }
 }
 
@@ -150,7 +147,7 @@ impl Plugin for KeyAuth {
                     cx.secret_args.push(self.query.clone());
                     self.keys.get(k.as_ref())
                 }
-                None => return self.deny("Missing API key in request"),
+                None => return self.deny("Missing API key in request", cx),
             },
         };
         match found {
@@ -158,7 +155,7 @@ impl Plugin for KeyAuth {
                 cx.consumer = Some(consumer.clone());
                 Flow::Continue
             }
-            None => self.deny("Invalid API key in request"),
+            None => self.deny("Invalid API key in request", cx),
         }
     }
 
