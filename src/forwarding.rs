@@ -140,15 +140,7 @@ pub fn set_forwarding_headers(
         let mut buf = [0u8; 64];
         let ip = ascii(&mut buf, format_args!("{ip}"));
         let ip_value = HeaderValue::from_bytes(ip).map_err(header_error)?;
-        let previous = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .count();
-        if previous == 0 {
+        if !req.headers.contains_key("x-forwarded-for") {
             req.insert_header("x-forwarded-for", ip_value.clone())?;
         } else {
             let mut xff = Vec::with_capacity(64);

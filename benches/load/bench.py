@@ -209,23 +209,13 @@ def cpu_ticks(pids):
     return total
 
 
-def rss_kib(pids):
-    """Current resident memory: the largest VmRSS among processes (as peak RSS)."""
+def largest_status_kib(pids, field):
+    """The largest value of /proc/PID/status `field` (VmRSS, VmHWM; KiB) among processes."""
     best = 0
     for pid in pids:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    best = max(best, int(line.split()[1]))
-    return best
-
-
-def peak_rss_kib(pids):
-    best = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     best = max(best, int(line.split()[1]))
     return best
 
@@ -509,7 +499,7 @@ def run_scenario(s, key):
         for t in s.targets:
             port, pid = start_target(procs, t, nodes, pool_size)
             targets[t] = (port, proc_tree(pid))
-            results[t].idle_rss_kib = rss_kib(targets[t][1])
+            results[t].idle_rss_kib = largest_status_kib(targets[t][1], "VmRSS")
             log(f"{sc.title}: {t} ready on :{port} (pids {targets[t][1]})")
 
         def one(t, seconds, measured):
@@ -539,7 +529,7 @@ def run_scenario(s, key):
             for t in order:
                 one(t, s.duration, True)
         for t, (_, pids) in targets.items():
-            results[t].rss_kib = peak_rss_kib(pids)
+            results[t].rss_kib = largest_status_kib(pids, "VmHWM")
     finally:
         procs.stop_all()
     return sc, conns, results
